@@ -1,0 +1,46 @@
+# Lightspeed — `make help` lists every target.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+.DEFAULT_GOAL := help
+
+.PHONY: help install data train test test-full lint format tensorboard bench tune-loader clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv and install the package with dev tools (quick when done)
+
+data: install ## make Fashion-MNIST available (data/ → system copy → download → apt package)
+	@$(PY) scripts/get_data.py
+
+train: install data ## train the default config; extra overrides: make train ARGS="trainer.max_epochs=3"
+	$(VENV)/bin/lightspeed $(ARGS)
+
+test: install ## fast test suite
+	$(VENV)/bin/pytest -q $(ARGS)
+
+test-full: install ## all tests, including slow ones
+	$(VENV)/bin/pytest -q -m "" $(ARGS)
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## ruff fix and format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+tensorboard: install ## TensorBoard over all runs in logs/
+	$(VENV)/bin/tensorboard --logdir logs
+
+clean: ## remove caches and build files (keeps .venv, data/ and logs/)
+	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

@@ -1,0 +1,236 @@
+"""cfg → (datamodule, module, trainer), and the tasks that use them.
+
+Every task (fit/validate/test/predict) goes through :func:`build`; they differ only in which
+Trainer method runs. This and ``cli.py`` are the only modules that know Hydra/OmegaConf.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lightspeed import PROCESS_START, hardware
+from lightspeed.callbacks.metadata import RunMetadata
+from lightspeed.callbacks.speed import SpeedMonitor
+from lightspeed.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Built:
+    datamodule: L.LightningDataModule
+    module: L.LightningModule
+    trainer: L.Trainer
+    run_dir: Path
+    precision: str
+    callbacks: list = field(default_factory=list)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def resolve_precision(precision: Any, accelerator: str) -> str:
+    """``auto`` → bf16-mixed where the device computes bf16 natively, else 32."""
+    precision = str(precision)
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if precision == "auto":
+        if on_gpu:
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16-mixed" if hardware.cpu_has_bf16() else "32-true"
+    if precision.startswith("16") and not on_gpu:
+        raise ConfigError(
+            f"trainer.precision={precision} needs a CUDA GPU and this run uses the CPU; "
+            "use trainer.precision=bf16-mixed (or 32) on the CPU"
+        )
+    return precision
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """Device counts that the machine cannot provide, caught before anything is built."""
+    t = cfg.trainer
+    accelerator, devices = t.get("accelerator", "auto"), t.get("devices", "auto")
+    strategy, num_nodes = str(t.get("strategy", "auto")), t.get("num_nodes", 1)
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but torch sees no CUDA GPU; use trainer=cpu"
+        )
+    if isinstance(devices, int) and devices > 1:
+        on_gpu = accelerator in ("gpu", "cuda") or (
+            accelerator == "auto" and torch.cuda.is_available()
+        )
+        if on_gpu and devices > torch.cuda.device_count():
+            raise ConfigError(
+                f"trainer.devices={devices} but this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+        if not on_gpu and strategy == "auto":
+            raise ConfigError(
+                f"trainer.devices={devices} on the CPU needs a multi-process strategy; use trainer=ddp_cpu"
+            )
+    if strategy.startswith("ddp") and devices == 1 and num_nodes == 1:
+        log.warning("trainer.strategy=%s with one device: DDP adds overhead and no speed", strategy)
+
+
+def instantiate_group(node: DictConfig | None) -> list:
+    """Builds every non-null entry of a callbacks/logger group, in config order."""
+    if not node:
+        return []
+    return [hydra.utils.instantiate(v) for v in node.values() if v is not None]
+
+
+def apply_perf(cfg: DictConfig) -> None:
+    torch.set_float32_matmul_precision(cfg.perf.matmul_precision)
+    torch.backends.cudnn.benchmark = bool(cfg.perf.cudnn_benchmark) and not cfg.trainer.get(
+        "deterministic"
+    )
+
+
+def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
+    """Builds the datamodule, module and trainer that ``cfg`` describes (no training yet)."""
+    run_dir = Path(run_dir or cfg.paths.output_dir)
+    check_devices(cfg)
+    precision = resolve_precision(
+        cfg.trainer.get("precision", "auto"), cfg.trainer.get("accelerator", "auto")
+    )
+    apply_perf(cfg)
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    net = hydra.utils.instantiate(cfg.model.net)
+    module_kwargs = {
+        k: v for k, v in cfg.model.items() if k not in ("_target_", "net", "optimizer", "scheduler")
+    }
+    module = hydra.utils.get_class(cfg.model._target_)(
+        net=net,
+        optimizer=hydra.utils.instantiate(cfg.model.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.model.scheduler)
+        if cfg.model.get("scheduler")
+        else None,
+        **module_kwargs,
+    )
+    if cfg.perf.compile:
+        # compile the inner net: the module's state_dict keeps plain keys (no _orig_mod.)
+        module.net.compile(mode=cfg.perf.compile_mode)
+
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    callbacks.append(RunMetadata(plain, git_commit(), cfg.seed, hardware.versions()))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer_kwargs = dict(precision=precision, callbacks=callbacks, logger=loggers or False)
+    if cfg.trainer.get("benchmark") is None:
+        trainer_kwargs["benchmark"] = bool(cfg.perf.cudnn_benchmark) and not cfg.trainer.get(
+            "deterministic"
+        )
+    trainer = hydra.utils.instantiate(cfg.trainer, **trainer_kwargs)
+    return Built(datamodule, module, trainer, run_dir, precision, callbacks)
+
+
+def _metric(results: list[dict] | None, key: str) -> float | None:
+    if results and key in results[0]:
+        return float(results[0][key])
+    return None
+
+
+def print_config(cfg: DictConfig) -> None:
+    """The resolved config as a tree, one branch per group (rich)."""
+    from rich import print as rprint
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    scalars = {k: v for k, v in plain.items() if not isinstance(v, dict)}
+    tree.add("run").add(Syntax(OmegaConf.to_yaml(scalars), "yaml"))
+    for key, value in plain.items():
+        if isinstance(value, dict):
+            tree.add(key).add(Syntax(OmegaConf.to_yaml(value) if value else "{}", "yaml"))
+    rprint(tree)
+
+
+def run_task(cfg: DictConfig) -> dict:
+    """Runs ``cfg.task`` and returns the summary (also written to ``summary.json``)."""
+    t0 = time.perf_counter()
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("extras", {}).get("print_config", True):
+        print_config(cfg)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    info = hardware.report()
+    log.info("hardware: %s", hardware.one_line(info))
+    built = build(cfg, run_dir)
+    info["precision"] = built.precision
+    info["accelerator"] = str(built.trainer.accelerator.__class__.__name__)
+    info["devices"] = built.trainer.num_devices
+    if built.trainer.is_global_zero:
+        (run_dir / "hardware.json").write_text(json.dumps(info, indent=2))
+    loader = getattr(built.datamodule, "loader", None)
+    for reason in getattr(loader, "reasons", []):
+        log.info("data loader: %s", reason)
+
+    trainer, module, dm = built.trainer, built.module, built.datamodule
+    summary: dict[str, Any] = {
+        "task": cfg.task,
+        "run_dir": str(run_dir),
+        "precision": built.precision,
+    }
+    ckpt = cfg.ckpt_path
+    if cfg.task == "fit":
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+        ckpt_cb = trainer.checkpoint_callback
+        best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
+        summary["best_val_acc"] = (
+            float(ckpt_cb.best_model_score)
+            if ckpt_cb and ckpt_cb.best_model_score is not None
+            else None
+        )
+        summary["best_checkpoint"] = best or None
+        summary["last_checkpoint"] = (
+            ckpt_cb.last_model_path if ckpt_cb is not None and ckpt_cb.last_model_path else None
+        )
+        summary["train_time_s"] = round(time.perf_counter() - t0, 2)
+        if not trainer.interrupted:
+            results = trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
+            summary["test_acc"] = _metric(results, "test/acc")
+    elif cfg.task == "validate":
+        results = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+        summary["val_acc"] = _metric(results, "val/acc")
+    elif cfg.task == "test":
+        results = trainer.test(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+        summary["test_acc"] = _metric(results, "test/acc")
+    elif cfg.task == "predict":
+        preds = trainer.predict(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+        out = run_dir / "predictions.pt"
+        torch.save(torch.cat(preds), out)
+        summary["predictions"] = str(out)
+    for cb in built.callbacks:
+        if isinstance(cb, SpeedMonitor):
+            summary.update(cb.summary)
+    summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
+    summary["process_time_s"] = round(time.perf_counter() - PROCESS_START, 2)
+    if trainer.is_global_zero:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,1 @@
+"""Lightning callbacks: speed measurement and run metadata in checkpoints."""

@@ -1,0 +1,162 @@
+"""The one entry point: ``lightspeed [task=fit|validate|test|predict] [overrides]``.
+
+1. Compose the config with Hydra's compose API and check it (lightspeed.config) — before
+   torch is imported, and before Hydra makes a run directory, so a typo costs well under a
+   second, prints one line, and leaves no empty run behind.
+2. Hand over to ``hydra.main`` (run dir, logging, multirun, launchers, sweepers).
+3. In the job: build and run the task (lightspeed.build).
+
+User errors print ``lightspeed: error: <one line>`` and exit 2; ``HYDRA_FULL_ERROR=1`` shows
+the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+from lightspeed.errors import UserError
+
+log = logging.getLogger("lightspeed")
+
+EXIT_USER_ERROR = 2
+
+
+def config_dir() -> Path:
+    """``configs/`` of the checkout (editable install), or ``$LIGHTSPEED_CONFIG_DIR``."""
+    env = os.environ.get("LIGHTSPEED_CONFIG_DIR")
+    return Path(env).resolve() if env else Path(__file__).resolve().parents[2] / "configs"
+
+
+def compose(overrides: list[str], return_hydra_config: bool = False):
+    """Composes ``train.yaml`` with overrides, as the entry point and the tests do."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="lightspeed"):
+        return hydra_compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def explain_hydra_error(e: Exception) -> str:
+    """One line for an override Hydra rejected, with a suggestion for misspelt keys/options."""
+    from omegaconf import OmegaConf
+
+    from lightspeed.config import suggest
+
+    text = str(e)
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m and "not in struct" in str(e.__cause__):
+        full_key = m.group(1)
+        parent, _, name = full_key.rpartition(".")
+        try:
+            node = compose([])
+            siblings = list((OmegaConf.select(node, parent) if parent else node).keys())
+        except Exception:
+            siblings = []
+        return f"unknown key '{full_key}': {suggest(name, siblings)}"
+    m = re.search(r"Could not find '([^']+)'\s+Available options in '([^']+)':\s*(.*)", text, re.S)
+    if m:
+        group = m.group(2)
+        listing = m.group(3).split("Config search path")[0]
+        options = [o.strip() for o in listing.splitlines() if o.strip()]
+        value = m.group(1).split("/", 1)[-1]
+        return f"{group}={value} is not an option of '{group}': {suggest(value, options)}"
+    return " ".join(text.split())
+
+
+def precheck(overrides: list[str]):
+    """Composes and validates; raises UserError with one line on any problem."""
+    from hydra.errors import HydraException
+    from omegaconf import open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lightspeed.config import validate
+
+    try:
+        cfg = compose(overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise UserError(explain_hydra_error(e)) from None
+    try:
+        with open_dict(cfg):  # the run dir does not exist yet: Hydra makes it after this check
+            cfg.paths.output_dir = "<run dir>"
+        validate(cfg)
+    except OmegaConfBaseException as e:  # e.g. a broken ${interpolation}
+        raise UserError(" ".join(str(e).split())) from None
+    return cfg
+
+
+def _job(cfg) -> float | None:
+    """The Hydra job: validate again (multirun skips the precheck), build, run."""
+    from lightspeed.config import validate
+
+    try:
+        validate(cfg)
+        from lightspeed.build import run_task
+
+        summary = run_task(cfg)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"lightspeed: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    print_summary(summary)
+    # the value a sweeper (hparams_search) optimises
+    return summary.get("best_val_acc") or summary.get("val_acc")
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"lightspeed {summary['task']} summary", show_header=False)
+    labels = {
+        "best_val_acc": "best val acc",
+        "val_acc": "val acc",
+        "test_acc": "test acc",
+        "samples_per_s": "train samples/s",
+        "data_wait_share": "data-wait share",
+        "time_to_first_step_s": "time to first step (s)",
+        "train_time_s": "fit time (s)",
+        "wall_time_s": "task wall time (s)",
+        "process_time_s": "process time (s)",
+        "gpu_peak_mem_mb": "peak GPU memory (MB)",
+        "cpu_peak_rss_mb": "peak RSS (MB)",
+        "precision": "precision",
+        "best_checkpoint": "best checkpoint",
+        "last_checkpoint": "last checkpoint",
+        "run_dir": "run dir",
+    }
+    for key, label in labels.items():
+        value = summary.get(key)
+        if value is not None:
+            table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console(width=160).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``lightspeed`` and ``python -m lightspeed``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plain = not any(
+        a.startswith("-") for a in argv
+    )  # flags (--multirun, --help, --cfg) go straight to Hydra
+    if plain:
+        try:
+            precheck(argv)
+        except UserError as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"lightspeed: error: {e}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+    import hydra
+
+    sys.argv = [sys.argv[0], *argv]
+    hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_job)()
+
+
+if __name__ == "__main__":
+    main()

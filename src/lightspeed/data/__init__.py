@@ -1,0 +1,1 @@
+"""Data: file readers, where data comes from, and LightningDataModules (no Hydra here)."""

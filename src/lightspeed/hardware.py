@@ -1,0 +1,130 @@
+"""What this run ran on: CPU, cores, memory, GPUs, CUDA/cuDNN and package versions."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from importlib import metadata
+
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "torchmetrics",
+    "tensorboard",
+    "numpy",
+    "h5py",
+)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AVX-512 BF16 or AMX).
+
+    Without them bf16 autocast is emulated: measured 6.5x *slower* than fp32 for the default
+    CNN on an AVX2-only AMD EPYC (benchmarks/results/precision_cpu.md).
+    """
+    flags = _cpu_flags()
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def _physical_cores() -> int | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            pairs = set()
+            phys = core = None
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                    pairs.add((phys, core))
+            return len(pairs) or None
+    except OSError:
+        return None
+
+
+def _memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def report() -> dict:
+    """A JSON-able description of this machine and software stack."""
+    import torch
+
+    from lightspeed.data.loading import usable_cores
+
+    info: dict = {
+        "cpu": _cpu_model(),
+        "cpu_physical_cores": _physical_cores(),
+        "cpu_threads": os.cpu_count(),
+        "cpu_usable_cores": usable_cores(),
+        "cpu_bf16": cpu_has_bf16(),
+        "torch_threads": torch.get_num_threads(),
+        "ram_gb": _memory_gb(),
+        "os": platform.platform(),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version()
+        if torch.backends.cudnn.is_available()
+        else None,
+        "gpus": [],
+        "versions": versions(),
+    }
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            info["gpus"].append(
+                {
+                    "name": p.name,
+                    "memory_gb": round(p.total_memory / 2**30, 1),
+                    "capability": f"{p.major}.{p.minor}",
+                }
+            )
+    return info
+
+
+def one_line(info: dict) -> str:
+    gpus = ", ".join(f"{g['name']} ({g['memory_gb']} GB)" for g in info["gpus"]) or "no GPU"
+    v = info["versions"]
+    return (
+        f"{info['cpu']} | {info['cpu_physical_cores']} cores / {info['cpu_threads']} threads "
+        f"({info['cpu_usable_cores']} usable) | {info['ram_gb']} GB RAM | {gpus} | "
+        f"torch {v.get('torch')} (CUDA {info['cuda_version']}, cuDNN {info['cudnn_version']}) | "
+        f"lightning {v.get('lightning')}"
+    )

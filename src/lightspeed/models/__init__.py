@@ -1,0 +1,1 @@
+"""Models: the LightningModule (loss, metrics, optimisation) and plain nets in ``nets/``."""

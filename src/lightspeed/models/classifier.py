@@ -1,0 +1,106 @@
+"""The LightningModule: a net, its loss and metrics, and the optimiser/scheduler it trains with.
+
+It receives built objects (the net, and optimiser/scheduler *factories*, i.e. partials) so it
+knows nothing of Hydra. Checkpoints store the plain run config next to the weights (see
+``lightspeed.callbacks.metadata``), never these objects, so they load with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class Classifier(L.LightningModule):
+    """Image classifier trained with cross-entropy.
+
+    Args:
+        net: the plain ``nn.Module`` mapping images to logits.
+        optimizer: factory taking the parameters (``functools.partial`` of an optimiser).
+        scheduler: factory taking the optimiser, or None. Schedulers that need the run length
+            (OneCycleLR) get ``total_steps`` filled in from the trainer.
+        scheduler_interval: ``step`` or ``epoch``.
+        num_classes: number of classes.
+        label_smoothing: cross-entropy label smoothing.
+        channels_last: keep activations in NHWC, which oneDNN/cuDNN convolutions prefer.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "step",
+        num_classes: int = 10,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        self.train_acc(logits.detach(), y)
+        # on_step values stay tensors until the logger's interval (trainer.log_every_n_steps);
+        # prog_bar=False on step because the progress bar converts to Python floats every step.
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(
+        self, batch: tuple[Tensor, Tensor], split: str, metric: MulticlassAccuracy
+    ) -> None:
+        x, y = batch
+        logits = self(x)
+        metric(logits, y)
+        self.log(f"{split}/loss", self.criterion(logits, y), on_epoch=True, prog_bar=False)
+        self.log(f"{split}/acc", metric, on_epoch=True, prog_bar=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self(batch[0]).argmax(dim=1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        kwargs = {}
+        keywords = getattr(self.scheduler_factory, "keywords", {})
+        if "total_steps" in keywords and keywords["total_steps"] in (None, "auto"):
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer=optimizer, **kwargs)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }

@@ -1,0 +1,61 @@
+"""A small VGG-style CNN: conv-BN-ReLU blocks, each halving the resolution."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+def conv_block(c_in: int, c_out: int, pool: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),  # BN follows: a bias would be wasted
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class SmallCNN(nn.Module):
+    """Conv blocks (28→14→7→3 for 3 blocks), global max pool, linear head.
+
+    Args:
+        in_channels: image channels (1 for Fashion-MNIST).
+        num_classes: output logits.
+        widths: channels of each block; their count is the number of blocks.
+        dropout: dropout before the head (0 disables it).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        widths: Sequence[int] = (16, 32, 64),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        chans = [in_channels, *widths]
+        self.features = nn.Sequential(*(conv_block(a, b) for a, b in itertools.pairwise(chans)))
+        self.head = nn.Sequential(
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(chans[-1], num_classes),
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # He init suits ReLU; BN starts as identity. Measured no worse than PyTorch's default
+        # and it is what the seed posts recommend making explicit.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
