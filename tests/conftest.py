@@ -1,0 +1,113 @@
+"""Shared fixtures: tiny generated IDX data and composed run configs.
+
+The two fixtures most tests need:
+
+``tiny_data``
+    A folder with the four Fashion-MNIST-named IDX files (600 train / 200 test images, 28x28
+    uint8, 10 classes), generated once per session. Each class is a fixed random pattern plus
+    noise, so a model learns it within a few steps. Because all four files are there, the data
+    source search stops at this folder and never falls back to the system copy.
+
+``cfg_factory``
+    ``cfg_factory(overrides=None, output_dir=None)`` composes ``configs/train.yaml`` the way the
+    entry point does and returns a config ready for ``lightspeed.build.run_task`` /
+    ``build``: HydraConfig is set, ``paths.output_dir`` is a fresh folder under ``tmp_path``
+    (or ``output_dir``), the data is ``tiny_data`` with ``val_size=100`` and no download, and
+    progress bars, model summary and config printing are off. Overrides are applied on top,
+    so a test can put any of these back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import DictConfig
+
+from lightspeed.data.idx import write_idx
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+TRAIN_SIZE = 600
+TEST_SIZE = 200
+VAL_SIZE = 100
+
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+def make_images(
+    n: int, rng: np.random.Generator, prototypes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images: the prototype of a random class plus noise, with their labels."""
+    labels = rng.integers(0, NUM_CLASSES, size=n).astype(np.uint8)
+    noise = rng.normal(0.0, 40.0, size=(n, *IMAGE_SHAPE))
+    images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def write_tiny_idx(folder: Path, seed: int = 0) -> Path:
+    """Writes the four gzip IDX files of a small learnable data set into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    # Class patterns far apart relative to the noise: the classes are separable, but not by
+    # the mean brightness alone.
+    prototypes = rng.uniform(0, 255, size=(NUM_CLASSES, *IMAGE_SHAPE))
+    x, y = make_images(TRAIN_SIZE, rng, prototypes)
+    xt, yt = make_images(TEST_SIZE, rng, prototypes)
+    for name, array in zip(IDX_FILES, (x, y, xt, yt), strict=True):
+        write_idx(folder / name, array)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder holding the tiny IDX data set (shared by the session: tests must not modify it)."""
+    return write_tiny_idx(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture
+def cfg_factory(tmp_path: Path, tiny_data: Path) -> Iterator[Callable[..., DictConfig]]:
+    """Returns ``make(overrides=None, output_dir=None)`` → a composed, run-ready DictConfig.
+
+    Each call gets its own output folder (``tmp_path/run<N>`` unless ``output_dir`` is given),
+    so one test can make a fit run and then a validate run without them sharing files.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from lightspeed.cli import compose
+
+    counter = iter(range(1_000_000))
+
+    def make(overrides: list[str] | None = None, output_dir: str | Path | None = None):
+        base = [
+            f"data.data_dir={tiny_data}",
+            f"data.val_size={VAL_SIZE}",
+            "data.download=false",
+            "callbacks.progress_bar=null",
+            "++trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "extras.print_config=false",
+            f"paths.root_dir={tmp_path}",
+        ]
+        cfg = compose([*base, *(overrides or [])], return_hydra_config=True)
+        out = Path(output_dir) if output_dir else tmp_path / f"run{next(counter)}"
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(out)
+            cfg.paths.output_dir = str(out)
+        HydraConfig.instance().set_config(cfg)
+        # A Hydra job sees its config without the ``hydra`` node; so do the tests.
+        with open_dict(cfg):
+            del cfg.hydra
+        return cfg
+
+    yield make
+    # HydraConfig is a process-wide singleton: leave it empty for the next test.
+    HydraConfig.instance().cfg = None
