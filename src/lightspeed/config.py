@@ -250,6 +250,79 @@ DATA_SCHEMAS: dict[str, type] = {IdxDataConfig._target_: IdxDataConfig}
 
 
 @dataclass
+class Hdf5DataConfig:
+    """Keys of ``data:`` for an HDF5 file (see ``lightspeed.data.hdf5.Hdf5DataModule``)."""
+
+    _target_: str = "lightspeed.data.hdf5.Hdf5DataModule"
+    path: str = "data/fashion_mnist.h5"
+    val_size: int = 5000
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    num_workers: int | Literal["auto"] = "auto"
+    pin_memory: bool | Literal["auto"] = "auto"
+    persistent_workers: bool | Literal["auto"] = "auto"
+    prefetch_factor: int | Literal["auto"] | None = "auto"
+    drop_last: bool = False
+    flip: bool = True
+    crop_padding: int = 0
+    mean: float | None = None
+    std: float | None = None
+    split_seed: int = 12345
+
+    def __post_init__(self) -> None:
+        check_loader_knobs(self)
+        if self.val_size < 0:
+            raise ConfigError(f"data.val_size={self.val_size} must be >= 0")
+        if self.crop_padding < 0:
+            raise ConfigError(f"data.crop_padding={self.crop_padding} must be >= 0")
+        if (self.mean is None) != (self.std is None):
+            raise ConfigError("data.mean and data.std go together: set both or neither")
+        _positive("data", std=self.std)
+
+
+@dataclass
+class ImageFolderDataConfig:
+    """Keys of ``data:`` for class-subfolder images (see ``ImageFolderDataModule``)."""
+
+    _target_: str = "lightspeed.data.image_folder.ImageFolderDataModule"
+    data_dir: str = "data/images"
+    image_size: list = field(default_factory=lambda: [64, 64])
+    channels: Literal[1, 3] = 3
+    mean: list = field(default_factory=lambda: [0.5])
+    std: list = field(default_factory=lambda: [0.5])
+    val_size: int | float = 0.1
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    num_workers: int | Literal["auto"] = "auto"
+    pin_memory: bool | Literal["auto"] = "auto"
+    persistent_workers: bool | Literal["auto"] = "auto"
+    prefetch_factor: int | Literal["auto"] | None = "auto"
+    drop_last: bool = False
+    flip: bool = True
+    split_seed: int = 12345
+
+    def __post_init__(self) -> None:
+        check_loader_knobs(self)
+        size = self.image_size
+        if not (len(size) in (1, 2) and all(isinstance(s, int) and s > 0 for s in size)):
+            raise ConfigError(f"data.image_size={size} must be [height, width] (or [side]) of ints > 0")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if len(value) not in (1, self.channels):
+                raise ConfigError(
+                    f"data.{key}={value} needs 1 or data.channels={self.channels} values"
+                )
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"data.std={self.std} must be > 0")
+        if self.val_size < 0:
+            raise ConfigError(f"data.val_size={self.val_size} must be >= 0 (a count or a fraction < 1)")
+
+
+DATA_SCHEMAS[Hdf5DataConfig._target_] = Hdf5DataConfig
+DATA_SCHEMAS[ImageFolderDataConfig._target_] = ImageFolderDataConfig
+
+
+@dataclass
 class ModelConfig:
     """Keys of ``model:`` (see ``lightspeed.models.classifier.Classifier``)."""
 
