@@ -1,0 +1,276 @@
+"""`make bench`: the template's training step against a hand-written PyTorch loop.
+
+Both run the same net, data tensors, batch size, optimiser, schedule, precision and memory
+format, interleaved and repeated in one process, so machine noise hits both alike. Reports
+steady-state samples/s of each and their ratio, time from build to the first step, and peak
+memory; writes JSON + markdown with a hardware header to benchmarks/results/.
+
+    python scripts/bench.py                          # CPU defaults, ~3 min on 2 cores
+    python scripts/bench.py --steps 150 --repeats 5  # tighter numbers
+    python scripts/bench.py --compare-dataloader     # also the naive per-sample DataLoader path
+    python scripts/bench.py -- model=mlp             # Hydra overrides after --
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lightspeed import hardware
+from lightspeed.build import build
+from lightspeed.callbacks.speed import SpeedMonitor, peak_memory_mb
+from lightspeed.cli import compose_for_run
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def hand_loop(built, steps: int, warmup: int, loader=None) -> dict:
+    """Best-practice plain PyTorch: in-memory batches, no per-step sync, same recipe as the module.
+
+    ``loader`` replaces the in-memory batch loader (the naive DataLoader comparison).
+    """
+    module, dm = built.module, built.datamodule
+    net = module.net
+    device = built.trainer.strategy.root_device
+    net.to(device).train()
+    optimizer = module.optimizer_factory(params=net.parameters())
+    total = warmup + steps
+    scheduler = None
+    if module.scheduler_factory is not None:
+        kw = getattr(module.scheduler_factory, "keywords", {})
+        extra = {"total_steps": total} if kw.get("total_steps") in (None, "auto") else {}
+        scheduler = module.scheduler_factory(optimizer=optimizer, **extra)
+    autocast = built.precision in ("bf16-mixed", "16-mixed")
+    dtype = torch.bfloat16 if built.precision.startswith("bf16") else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=built.precision == "16-mixed")
+    loader = loader if loader is not None else dm.train_dataloader()
+    smoothing = module.criterion.label_smoothing
+    done, t_first, t_start = 0, None, time.perf_counter()
+    t0 = t_start
+    while done < total:
+        for x, y in loader:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if module.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+                loss = F.cross_entropy(net(x), y, label_smoothing=smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            done += 1
+            if t_first is None:
+                t_first = time.perf_counter() - t_start
+            if done == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+            if done == total:
+                break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - t0
+    mem_key, mem = peak_memory_mb(device)
+    return {"samples_per_s": steps * dm.batch_size / elapsed, "first_step_s": t_first, mem_key: mem}
+
+
+def template_loop(built, steps: int, warmup: int) -> dict:
+    """The same work through Lightning's Trainer, as `lightspeed task=fit` runs it."""
+    speed = next(cb for cb in built.callbacks if isinstance(cb, SpeedMonitor))
+    speed.warmup_steps = warmup
+    t_start = time.perf_counter()
+    built.trainer.fit(built.module, datamodule=built.datamodule)
+    first = speed.time_to_first_step
+    return {
+        "samples_per_s": speed.summary["samples_per_s"],
+        "first_step_s": None if first is None else first - (t_start - _process_start()),
+        **{k: v for k, v in speed.summary.items() if k.endswith("_mb")},
+    }
+
+
+def _process_start() -> float:
+    from lightspeed import PROCESS_START
+
+    return PROCESS_START
+
+
+class PerSampleImages(torch.utils.data.Dataset):
+    """The tutorial path: one uint8 image at a time through per-sample transforms."""
+
+    def __init__(
+        self, images_u8: torch.Tensor, labels: torch.Tensor, mean: float, std: float
+    ) -> None:
+        from torchvision.transforms import v2
+
+        self.images, self.labels = images_u8, labels
+        self.transform = v2.Compose(
+            [
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize([mean], [std]),
+                v2.RandomHorizontalFlip(),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def naive_dataloader(built, steps: int, warmup: int) -> dict:
+    """The hand loop fed by a per-sample Dataset + DataLoader(num_workers=0)."""
+    from torch.utils.data import DataLoader
+
+    dm = built.datamodule
+    x, y = dm._splits["train"]
+    images = (
+        (x * dm.std + dm.mean).mul(255).round().clamp(0, 255).to(torch.uint8)
+    )  # back to raw pixels
+    loader = DataLoader(
+        PerSampleImages(images, y, dm.mean, dm.std), batch_size=dm.batch_size, shuffle=True
+    )
+    return hand_loop(built, steps, warmup, loader=loader)
+
+
+def make(overrides: list[str], steps: int, warmup: int, tmp: Path):
+    cfg = compose_for_run(
+        [
+            f"trainer.max_steps={warmup + steps}",
+            "trainer.max_epochs=-1",
+            "trainer.limit_val_batches=0",
+            "trainer.enable_checkpointing=false",
+            "callbacks.model_checkpoint=null",
+            "extras.print_config=false",
+            "trainer.enable_model_summary=false",
+            *overrides,
+        ],
+        tmp / f"run{time.perf_counter_ns()}",
+    )
+    built = build(cfg)
+    built.datamodule.setup("fit")
+    return built
+
+
+def summarise(values: list[float], ndigits: int = 1) -> dict:
+    if not values:
+        return {"median": None, "min": None, "max": None, "runs": []}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": [round(v, ndigits) for v in values],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=120, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare-dataloader", action="store_true")
+    parser.add_argument("--name", default=None, help="results file stem (default bench_<device>)")
+    args, overrides = parser.parse_known_args()
+    overrides = [o for o in overrides if o != "--"]
+
+    info = hardware.report()
+    print("hardware:", hardware.one_line(info), flush=True)
+    runs: dict[str, list[dict]] = {"hand": [], "template": []}
+    if args.compare_dataloader:
+        runs["naive_dataloader"] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            # alternate the order so neither side always runs on a warmer machine
+            order = ["hand", "template"] if r % 2 == 0 else ["template", "hand"]
+            for kind in order:
+                built = make(overrides, args.steps, args.warmup, Path(tmp))
+                fn = hand_loop if kind == "hand" else template_loop
+                runs[kind].append(fn(built, args.steps, args.warmup))
+                print(
+                    f"repeat {r + 1}/{args.repeats} {kind:9s} {runs[kind][-1]['samples_per_s']:9.1f} samples/s",
+                    flush=True,
+                )
+            if args.compare_dataloader:
+                built = make(overrides, args.steps, args.warmup, Path(tmp))
+                runs["naive_dataloader"].append(naive_dataloader(built, args.steps, args.warmup))
+        precision = built.precision
+
+    ratios = [
+        t["samples_per_s"] / h["samples_per_s"]
+        for h, t in zip(runs["hand"], runs["template"], strict=True)
+    ]
+    result = {
+        "benchmark": "template vs hand-written loop, steady-state training samples/s",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": "python scripts/bench.py " + " ".join(sys.argv[1:]),
+        "hardware": info,
+        "overrides": overrides,
+        "precision": precision,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "samples_per_s": {k: summarise([x["samples_per_s"] for x in v]) for k, v in runs.items()},
+        "ratio_template_over_hand": summarise(ratios, 3),
+        "first_step_s": {
+            k: summarise([x["first_step_s"] for x in v if x.get("first_step_s") is not None], 3)
+            for k, v in runs.items()
+            if k != "naive_dataloader"
+        },
+        "peak_memory_mb": {
+            k: max((val for x in v for key, val in x.items() if key.endswith("_mb")), default=None)
+            for k, v in runs.items()
+        },
+    }
+    device = "gpu" if info["gpus"] else "cpu"
+    stem = args.name or f"bench_{device}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
+    (RESULTS / f"{stem}.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    hw = r["hardware"]
+    lines = [
+        f"# {r['benchmark']}",
+        "",
+        f"- date: {r['date']}; command: `{r['command']}`",
+        f"- hardware: {hardware.one_line(hw)}",
+        f"- precision: {r['precision']}; overrides: {r['overrides'] or 'none (defaults)'}",
+        f"- {r['repeats']} interleaved repeats of {r['steps']} timed steps after {r['warmup']} warm-up steps",
+        "",
+        "| path | samples/s (median) | min | max | runs |",
+        "|---|---|---|---|---|",
+    ]
+    for k, v in r["samples_per_s"].items():
+        lines.append(f"| {k} | {v['median']:.1f} | {v['min']:.1f} | {v['max']:.1f} | {v['runs']} |")
+    ratio = r["ratio_template_over_hand"]
+    lines += [
+        "",
+        f"**template / hand-written ratio: {ratio['median']:.3f}** (min {ratio['min']:.3f}, max {ratio['max']:.3f}, "
+        f"per repeat {[round(x, 3) for x in ratio['runs']]})",
+        "",
+        "| path | build → first step, s (median) | peak memory, MB |",
+        "|---|---|---|",
+    ]
+    for k, v in r["first_step_s"].items():
+        med = v["median"] if v["median"] is not None else math.nan
+        lines.append(f"| {k} | {med:.3f} | {r['peak_memory_mb'].get(k)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
