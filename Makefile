@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 .DEFAULT_GOAL := help
 
-.PHONY: help install data train test test-full lint format tensorboard bench tune-loader clean
+.PHONY: help install data train test test-full lint format tensorboard bench tune-loader bench-data clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +40,15 @@ format: install ## ruff fix and format
 
 tensorboard: install ## TensorBoard over all runs in logs/
 	$(VENV)/bin/tensorboard --logdir logs
+
+tune-loader: install ## measure loader settings for the configured data, write configs/local/loader.yaml (ARGS: overrides)
+	$(PY) scripts/tune_loader.py $(ARGS)
+
+bench: install ## template vs hand-written loop, steady-state samples/s → benchmarks/results/ (ARGS: options)
+	$(PY) scripts/bench.py $(ARGS)
+
+bench-data: install ## data-path throughput: torchvision per-sample vs in-memory vs HDF5 → benchmarks/results/
+	$(PY) scripts/bench_data.py $(ARGS)
 
 clean: ## remove caches and build files (keeps .venv, data/ and logs/)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info
