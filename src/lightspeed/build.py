@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from lightspeed import PROCESS_START, hardware
@@ -139,6 +140,8 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
     plain.pop("hydra", None)
     callbacks.append(RunMetadata(plain, git_commit(), cfg.seed, hardware.versions()))
     loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:  # LearningRateMonitor stops a Trainer that has no logger (logger=none)
+        callbacks[:] = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer_kwargs = dict(precision=precision, callbacks=callbacks, logger=loggers or False)
     if cfg.trainer.get("benchmark") is None:
         trainer_kwargs["benchmark"] = bool(cfg.perf.cudnn_benchmark) and not cfg.trainer.get(

@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from lightspeed.errors import UserError
+from lightspeed.errors import ConfigError, UserError
 
 log = logging.getLogger("lightspeed")
 
@@ -70,7 +70,7 @@ def explain_hydra_error(e: Exception) -> str:
 
 
 def precheck(overrides: list[str]):
-    """Composes and validates; raises UserError with one line on any problem."""
+    """Composes and validates; raises ConfigError (a UserError) with one line on any problem."""
     from hydra.errors import HydraException
     from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
@@ -80,13 +80,13 @@ def precheck(overrides: list[str]):
     try:
         cfg = compose(overrides)
     except (HydraException, OmegaConfBaseException) as e:
-        raise UserError(explain_hydra_error(e)) from None
+        raise ConfigError(explain_hydra_error(e)) from None
     try:
         with open_dict(cfg):  # the run dir does not exist yet: Hydra makes it after this check
             cfg.paths.output_dir = "<run dir>"
         validate(cfg)
     except OmegaConfBaseException as e:  # e.g. a broken ${interpolation}
-        raise UserError(" ".join(str(e).split())) from None
+        raise ConfigError(" ".join(str(e).split())) from None
     return cfg
 
 

@@ -224,6 +224,11 @@ class IdxDataConfig:
             raise ConfigError(f"data.val_size={self.val_size} must be >= 0")
         if self.crop_padding < 0:
             raise ConfigError(f"data.crop_padding={self.crop_padding} must be >= 0")
+        if self.device.startswith("cuda") and not gpu_present():
+            raise ConfigError(
+                f"data.device={self.device} but this machine has no CUDA GPU; "
+                "use data.device=cpu (data=fashion_mnist)"
+            )
 
 
 def check_loader_knobs(cfg: Any) -> None:
