@@ -5,16 +5,16 @@ The two fixtures most tests need:
 ``tiny_data``
     A folder with the four Fashion-MNIST-named IDX files (600 train / 200 test images, 28x28
     uint8, 10 classes), generated once per session. Each class is a fixed random pattern plus
-    noise, so a model learns it within a few steps. Because all four files are there, the data
+    noise, so a model can learn it in a short run. Because all four files are there, the data
     source search stops at this folder and never falls back to the system copy.
 
 ``cfg_factory``
     ``cfg_factory(overrides=None, output_dir=None)`` composes ``configs/train.yaml`` the way the
     entry point does and returns a config ready for ``lightspeed.build.run_task`` /
     ``build``: HydraConfig is set, ``paths.output_dir`` is a fresh folder under ``tmp_path``
-    (or ``output_dir``), the data is ``tiny_data`` with ``val_size=100`` and no download, and
-    progress bars, model summary and config printing are off. Overrides are applied on top,
-    so a test can put any of these back.
+    (or ``output_dir``), ``paths.root_dir`` is ``tmp_path``, an IDX data set is ``tiny_data``
+    with ``val_size=100`` and no download, and progress bars, model summary and config
+    printing are off. Overrides are applied on top, so a test can put any of these back.
 """
 
 from __future__ import annotations
@@ -56,9 +56,11 @@ def write_tiny_idx(folder: Path, seed: int = 0) -> Path:
     """Writes the four gzip IDX files of a small learnable data set into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    # Class patterns far apart relative to the noise: the classes are separable, but not by
-    # the mean brightness alone.
-    prototypes = rng.uniform(0, 255, size=(NUM_CLASSES, *IMAGE_SHAPE))
+    # One pattern of 4x4-pixel blocks per class, far apart relative to the noise: an MLP
+    # separates the classes in a few steps, the small CNN in a few dozen (per-pixel noise
+    # patterns, without the blocks, take it hundreds).
+    blocks = rng.uniform(0, 255, size=(NUM_CLASSES, IMAGE_SHAPE[0] // 4, IMAGE_SHAPE[1] // 4))
+    prototypes = np.kron(blocks, np.ones((4, 4)))
     x, y = make_images(TRAIN_SIZE, rng, prototypes)
     xt, yt = make_images(TEST_SIZE, rng, prototypes)
     for name, array in zip(IDX_FILES, (x, y, xt, yt), strict=True):
@@ -87,17 +89,23 @@ def cfg_factory(tmp_path: Path, tiny_data: Path) -> Iterator[Callable[..., DictC
     counter = iter(range(1_000_000))
 
     def make(overrides: list[str] | None = None, output_dir: str | Path | None = None):
+        overrides = list(overrides or [])
         base = [
-            f"data.data_dir={tiny_data}",
-            f"data.val_size={VAL_SIZE}",
-            "data.download=false",
-            "callbacks.progress_bar=null",
+            "++callbacks.progress_bar=null",  # ++: also when a callbacks option lacks it
             "++trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false",
             "extras.print_config=false",
             f"paths.root_dir={tmp_path}",
         ]
-        cfg = compose([*base, *(overrides or [])], return_hydra_config=True)
+        cfg = compose([*base, *overrides], return_hydra_config=True)
+        # The tiny data replaces the IDX data set's defaults; other data modules (HDF5, image
+        # folders) have other keys and keep theirs, and a key the test sets keeps its value.
+        tiny = {"data_dir": str(tiny_data), "val_size": VAL_SIZE, "download": False}
+        with open_dict(cfg):
+            for key, value in tiny.items():
+                set_by_test = any(o.lstrip("+").startswith(f"data.{key}=") for o in overrides)
+                if key in cfg.data and not set_by_test:
+                    cfg.data[key] = value
         out = Path(output_dir) if output_dir else tmp_path / f"run{next(counter)}"
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(out)
