@@ -23,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from lightspeed import PROCESS_START, hardware
 from lightspeed.callbacks.metadata import RunMetadata
 from lightspeed.callbacks.speed import SpeedMonitor
+from lightspeed.checkpoint import AtomicCheckpointIO, RestoreLoaderPosition
 from lightspeed.errors import ConfigError
+from lightspeed.resume import job_checkpoint, prepare_run_dir, session_file, start_resumed_fit
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,12 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
     if not loggers:  # LearningRateMonitor stops a Trainer that has no logger (logger=none)
         callbacks[:] = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer_kwargs = dict(precision=precision, callbacks=callbacks, logger=loggers or False)
+    # atomic saves, weights_only loads, one-line errors for unusable checkpoints
+    checkpoint_io = AtomicCheckpointIO()
+    checkpoint_io.expect(module)
+    user_plugins = hydra.utils.instantiate(cfg.trainer.get("plugins")) or []
+    trainer_kwargs["plugins"] = [*user_plugins, checkpoint_io]
+    callbacks.append(RestoreLoaderPosition())
     if cfg.trainer.get("benchmark") is None:
         trainer_kwargs["benchmark"] = bool(cfg.perf.cudnn_benchmark) and not cfg.trainer.get(
             "deterministic"
@@ -178,10 +186,11 @@ def run_task(cfg: DictConfig) -> dict:
     """Runs ``cfg.task`` and returns the summary (also written to ``summary.json``)."""
     t0 = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = bool(cfg.get("resume"))
+    prepare_run_dir(run_dir, resuming)
     if cfg.get("extras", {}).get("print_config", True):
         print_config(cfg)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    session_file(run_dir, "config.yaml", resuming).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     info = hardware.report()
     log.info("hardware: %s", hardware.one_line(info))
     built = build(cfg, run_dir)
@@ -189,7 +198,7 @@ def run_task(cfg: DictConfig) -> dict:
     info["accelerator"] = str(built.trainer.accelerator.__class__.__name__)
     info["devices"] = built.trainer.num_devices
     if built.trainer.is_global_zero:
-        (run_dir / "hardware.json").write_text(json.dumps(info, indent=2))
+        session_file(run_dir, "hardware.json", resuming).write_text(json.dumps(info, indent=2))
     loader = getattr(built.datamodule, "loader", None)
     for reason in getattr(loader, "reasons", []):
         log.info("data loader: %s", reason)
@@ -200,8 +209,10 @@ def run_task(cfg: DictConfig) -> dict:
         "run_dir": str(run_dir),
         "precision": built.precision,
     }
-    ckpt = cfg.ckpt_path
+    ckpt = job_checkpoint(cfg.ckpt_path, cfg.get("resume"), cfg.paths.log_dir, cfg.task, run_dir)
     if cfg.task == "fit":
+        if ckpt:
+            start_resumed_fit(trainer, ckpt)
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
         ckpt_cb = trainer.checkpoint_callback
         best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
@@ -211,8 +222,9 @@ def run_task(cfg: DictConfig) -> dict:
             else None
         )
         summary["best_checkpoint"] = best or None
-        summary["last_checkpoint"] = (
-            ckpt_cb.last_model_path if ckpt_cb is not None and ckpt_cb.last_model_path else None
+        lasts = [cb.last_model_path for cb in trainer.checkpoint_callbacks if cb.last_model_path]
+        summary["last_checkpoint"] = next(
+            (p for p in lasts if p.endswith("last.ckpt")), lasts[0] if lasts else None
         )
         summary["train_time_s"] = round(time.perf_counter() - t0, 2)
         if not trainer.interrupted:

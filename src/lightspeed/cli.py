@@ -18,7 +18,8 @@ import re
 import sys
 from pathlib import Path
 
-from lightspeed.errors import ConfigError, UserError
+from lightspeed.errors import ConfigError, RunInterrupted, UserError
+from lightspeed.resume import resume_overrides
 
 log = logging.getLogger("lightspeed")
 
@@ -85,9 +86,19 @@ def precheck(overrides: list[str]):
         with open_dict(cfg):  # the run dir does not exist yet: Hydra makes it after this check
             cfg.paths.output_dir = "<run dir>"
         validate(cfg)
+        check_run_paths(cfg)
     except OmegaConfBaseException as e:  # e.g. a broken ${interpolation}
         raise ConfigError(" ".join(str(e).split())) from None
     return cfg
+
+
+def check_run_paths(cfg) -> None:
+    """Runs go under a writable paths.log_dir; resume= names a run that can be continued."""
+    from lightspeed.resume import check_writable, resolve_resume
+
+    check_writable(cfg.paths.log_dir, "paths.log_dir")
+    if cfg.get("resume"):
+        resolve_resume(cfg.resume, cfg.paths.log_dir, "fit")
 
 
 def _job(cfg) -> float | None:
@@ -104,6 +115,9 @@ def _job(cfg) -> float | None:
             raise
         print(f"lightspeed: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except RunInterrupted as e:  # a signal: last.ckpt is saved, the message says how to go on
+        print(f"lightspeed: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     print_summary(summary)
     # the value a sweeper (hparams_search) optimises
     return summary.get("best_val_acc") or summary.get("val_acc")
@@ -146,7 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     )  # flags (--multirun, --help, --cfg) go straight to Hydra
     if plain:
         try:
-            precheck(argv)
+            cfg = precheck(argv)
+            # resume: run the job in the resumed run's own directory
+            argv = resume_overrides(argv, cfg.get("resume"), cfg.paths.log_dir, cfg.task)
         except UserError as e:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise

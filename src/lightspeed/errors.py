@@ -15,3 +15,12 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Data files are missing, truncated or not what they claim to be."""
+
+
+class RunInterrupted(Exception):
+    """A run stopped on a signal after saving its state; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, message: str, exit_code: int = 1, checkpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.checkpoint = checkpoint

@@ -85,6 +85,7 @@ class InMemoryBatchLoader:
         self.batch_sampler = None  # Lightning inspects DataLoader-like attributes
         self._batches_done = 0  # position inside the current epoch, for mid-epoch resume
         self._resume_at = 0
+        self._resume_epoch: int | None = None
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -96,7 +97,11 @@ class InMemoryBatchLoader:
         if self.augment is not None:
             generator = torch.Generator(device=self.x.device)
             generator.manual_seed(self.sampler.seed + 7919 * (self.sampler.epoch + 1))
-        start, self._resume_at = self._resume_at, 0
+        # a saved position applies only to the epoch it was saved in, and only if that epoch
+        # was not finished (a checkpoint from an epoch end continues with the next epoch)
+        start = self._resume_at if self.sampler.epoch == self._resume_epoch else 0
+        start = start if start < len(self) else 0
+        self._resume_at, self._resume_epoch = 0, None
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             xb = self.x.index_select(0, idx)
@@ -116,3 +121,4 @@ class InMemoryBatchLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.set_epoch(state["epoch"])
         self._resume_at = state["batches_done"]
+        self._resume_epoch = state["epoch"]

@@ -1,0 +1,166 @@
+"""NanGuard: stop the run (or skip the step) when the training loss is NaN or inf.
+
+Where the check costs something: reading ``torch.isfinite(loss)`` on the host needs the value,
+which on a GPU means waiting for the queued kernels (a host sync). So:
+
+* on the CPU the loss is checked every step, before ``backward``; with ``action=stop`` the run
+  stops before the bad batch touches the weights;
+* on a GPU with ``action=stop`` the check stays on the device: each step folds
+  ``~isfinite(loss)`` and the step number into a device-side flag (no sync), and the host reads
+  that flag every ``check_every_n_steps`` steps and before each validation. The run stops at
+  most that many steps after the first bad loss, and names the step where it happened;
+  the checkpoint IO refuses to save non-finite weights in between
+  (:class:`lightspeed.checkpoint.AtomicCheckpointIO`), so the last checkpoint stays good;
+* ``action=skip`` must decide before every optimizer step, so it reads the loss every step
+  (one host sync per step on a GPU). A skipped step drops the gradients of that optimizer step
+  (all its accumulated batches); the LR scheduler still advances. With 16-mixed precision the
+  GradScaler already skips steps whose gradients are not finite, so the guard leaves them to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor
+
+from lightspeed.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+GPU_CHECK_EVERY = 50  # host reads of the device flag on a GPU: one sync per 50 steps is noise
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or inf."""
+
+
+def last_good_checkpoint(trainer: L.Trainer) -> str | None:
+    """The newest ``last.ckpt`` (or best) written by this run's checkpoint callbacks."""
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint):
+            for candidate in (cb.last_model_path, cb.dirpath and f"{cb.dirpath}/last.ckpt"):
+                if candidate and Path(candidate).is_file():
+                    return candidate
+    return None
+
+
+class NanGuard(L.Callback):
+    """Watches the training loss for NaN/inf.
+
+    Args:
+        action: ``stop`` (default): end the run with one line naming the step and the last good
+            checkpoint. ``skip``: drop that optimizer step and go on.
+        check_every_n_steps: how often the host reads the device-side flag with ``action=stop``
+            on a GPU (``auto`` = every step on the CPU, every 50 on a GPU).
+        max_consecutive_skips: with ``action=skip``, stop anyway after this many skipped steps
+            in a row (the run is not recovering).
+    """
+
+    def __init__(
+        self,
+        action: str = "stop",
+        check_every_n_steps: int | str = "auto",
+        max_consecutive_skips: int = 20,
+    ) -> None:
+        if action not in ("stop", "skip"):
+            raise ConfigError(f"callbacks.nan_guard.action={action} must be 'stop' or 'skip'")
+        if check_every_n_steps != "auto" and (
+            not isinstance(check_every_n_steps, int) or check_every_n_steps < 1
+        ):
+            raise ConfigError(
+                f"callbacks.nan_guard.check_every_n_steps={check_every_n_steps} must be >= 1 or auto"
+            )
+        if max_consecutive_skips < 1:
+            raise ConfigError(
+                f"callbacks.nan_guard.max_consecutive_skips={max_consecutive_skips} must be >= 1"
+            )
+        self.action = action
+        self.check_every_n_steps = check_every_n_steps
+        self.max_consecutive_skips = max_consecutive_skips
+        self.skipped = 0
+        self._consecutive = 0
+        self._skip_step = False
+        self._first_bad: Tensor | None = None  # device-side: global step of the first bad loss
+
+    def _every(self, device: torch.device) -> int:
+        if self.check_every_n_steps != "auto":
+            return int(self.check_every_n_steps)
+        return 1 if device.type == "cpu" else GPU_CHECK_EVERY
+
+    def _stop(self, trainer: L.Trainer, step: int, value: str, when: str) -> None:
+        last = last_good_checkpoint(trainer)
+        raise NonFiniteLossError(
+            f"training loss is {value} at global step {step} (epoch {trainer.current_epoch}); "
+            f"{when}; last good checkpoint: {last or 'none saved yet'}; lower "
+            "model.optimizer.lr or set callbacks.nan_guard.action=skip"
+        )
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor
+    ) -> None:
+        step = trainer.global_step
+        if self.action == "skip" or self._every(loss.device) == 1:
+            if not bool(torch.isfinite(loss)):  # host read: free on the CPU
+                if self.action == "stop":
+                    self._stop(trainer, step, str(loss.item()), "stopped before that update")
+                self._skip_step = True
+            return
+        bad = ~torch.isfinite(loss.detach())
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        fresh = bad & (self._first_bad < 0)
+        self._first_bad = torch.where(
+            fresh, torch.full_like(self._first_bad, step), self._first_bad
+        )
+        if step % self._every(loss.device) == 0:
+            self._check_flag(trainer)
+
+    def _check_flag(self, trainer: L.Trainer) -> None:
+        if self._first_bad is None:
+            return
+        first = int(self._first_bad)  # the one host sync, every N steps
+        if first >= 0:
+            self._stop(
+                trainer, first, "NaN/inf", f"seen at step {trainer.global_step}; not saved since"
+            )
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.action != "skip":
+            return
+        if not self._skip_step:
+            self._consecutive = 0
+            return
+        self._skip_step = False
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            return  # GradScaler skips this step itself (its gradients are not finite)
+        self.skipped += 1
+        self._consecutive += 1
+        if self._consecutive > self.max_consecutive_skips:
+            self._stop(
+                trainer,
+                trainer.global_step,
+                "NaN/inf",
+                f"{self._consecutive} steps in a row skipped, the run is not recovering",
+            )
+        # SGD/Adam/... leave parameters without a gradient untouched (momentum included)
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        log.warning(
+            "non-finite loss at global step %d: optimizer step skipped (%d so far)",
+            trainer.global_step,
+            self.skipped,
+        )
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check_flag(trainer)  # before the epoch-end checkpoint is written
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_flag(trainer)
