@@ -150,7 +150,8 @@ def read_checkpoint(
                 "save plain data (dicts, numbers, strings, tensors) instead"
             ) from None
         raise CheckpointError(f"{path} is not a torch checkpoint ({_first_line(e)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError) as e:
+        # torch's legacy (non-zip) reader fails on arbitrary bytes with whatever it hits first
         if zipfile.is_zipfile(path) or "zip archive" in str(e) or isinstance(e, EOFError):
             raise CheckpointError(
                 f"checkpoint {path} is truncated or corrupt ({size} bytes: {_first_line(e)}); "

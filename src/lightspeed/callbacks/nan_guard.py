@@ -13,7 +13,9 @@ which on a GPU means waiting for the queued kernels (a host sync). So:
   (:class:`lightspeed.checkpoint.AtomicCheckpointIO`), so the last checkpoint stays good;
 * ``action=skip`` must decide before every optimizer step, so it reads the loss every step
   (one host sync per step on a GPU). A skipped step drops the gradients of that optimizer step
-  (all its accumulated batches); the LR scheduler still advances. With 16-mixed precision the
+  (all its accumulated batches) and puts back the float buffers (BatchNorm statistics) that
+  the bad forward pass changed (copied on the device before each batch, no sync); the LR
+  scheduler still advances. With 16-mixed precision the
   GradScaler already skips steps whose gradients are not finite, so the guard leaves them to it.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -84,6 +87,7 @@ class NanGuard(L.Callback):
         self.skipped = 0
         self._consecutive = 0
         self._skip_step = False
+        self._saved_buffers: list[Tensor] = []
         self._first_bad: Tensor | None = None  # device-side: global step of the first bad loss
 
     def _every(self, device: torch.device) -> int:
@@ -128,6 +132,17 @@ class NanGuard(L.Callback):
                 trainer, first, "NaN/inf", f"seen at step {trainer.global_step}; not saved since"
             )
 
+    @staticmethod
+    def _float_buffers(pl_module: L.LightningModule) -> list[Tensor]:
+        return [b for b in pl_module.buffers() if b.is_floating_point()]
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.action == "skip":
+            # device-side copies of the (small) float buffers, e.g. BatchNorm running stats
+            self._saved_buffers = [b.detach().clone() for b in self._float_buffers(pl_module)]
+
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
@@ -152,6 +167,10 @@ class NanGuard(L.Callback):
         for group in optimizer.param_groups:
             for p in group["params"]:
                 p.grad = None
+        # the bad forward already moved BatchNorm statistics: put them back
+        with torch.no_grad():
+            for buf, saved in zip(self._float_buffers(pl_module), self._saved_buffers, strict=True):
+                buf.copy_(saved)
         log.warning(
             "non-finite loss at global step %d: optimizer step skipped (%d so far)",
             trainer.global_step,
