@@ -76,6 +76,7 @@ def test_option_builds(option: tuple[str, str], cfg_factory) -> None:
     """The same ``build`` the entry point uses turns the option into objects of its classes."""
     import hydra
     import torch
+    from lightning.pytorch.callbacks import LearningRateMonitor
 
     from lightspeed.build import build
 
@@ -93,6 +94,8 @@ def test_option_builds(option: tuple[str, str], cfg_factory) -> None:
         got = {f"{type(o).__module__}.{type(o).__qualname__}" for o in objects}
         for target in wanted:
             cls = hydra.utils.get_class(target)
+            if cls is LearningRateMonitor and not built.trainer.loggers:
+                continue  # dropped on purpose: it refuses a Trainer without loggers
             assert any(isinstance(o, cls) for o in objects), f"{target} not built; got {got}"
     # the net maps a batch of images to one logit per class
     with torch.no_grad():
