@@ -131,6 +131,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
         scheduler=hydra.utils.instantiate(cfg.model.scheduler)
         if cfg.model.get("scheduler")
         else None,
+        channels_last=bool(cfg.perf.get("channels_last", False)),
         **module_kwargs,
     )
     if cfg.perf.compile:
@@ -227,7 +228,7 @@ def run_task(cfg: DictConfig) -> dict:
             (p for p in lasts if p.endswith("last.ckpt")), lasts[0] if lasts else None
         )
         summary["train_time_s"] = round(time.perf_counter() - t0, 2)
-        if not trainer.interrupted:
+        if not trainer.interrupted and cfg.get("extras", {}).get("test_after_fit", True):
             results = trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
             summary["test_acc"] = _metric(results, "test/acc")
     elif cfg.task == "validate":

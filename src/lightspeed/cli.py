@@ -43,6 +43,23 @@ def compose(overrides: list[str], return_hydra_config: bool = False):
         return hydra_compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
+def compose_for_run(overrides: list[str], output_dir: str | Path):
+    """A config ready for ``build``/``run_task`` outside ``hydra.main`` (scripts, tests).
+
+    Sets Hydra's runtime config (so ``${hydra:...}`` resolves) and points the run's
+    output at ``output_dir``.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    cfg = compose(overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
 def explain_hydra_error(e: Exception) -> str:
     """One line for an override Hydra rejected, with a suggestion for misspelt keys/options."""
     from omegaconf import OmegaConf

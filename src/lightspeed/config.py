@@ -310,7 +310,9 @@ class ImageFolderDataConfig:
         check_loader_knobs(self)
         size = self.image_size
         if not (len(size) in (1, 2) and all(isinstance(s, int) and s > 0 for s in size)):
-            raise ConfigError(f"data.image_size={size} must be [height, width] (or [side]) of ints > 0")
+            raise ConfigError(
+                f"data.image_size={size} must be [height, width] (or [side]) of ints > 0"
+            )
         for key in ("mean", "std"):
             value = getattr(self, key)
             if len(value) not in (1, self.channels):
@@ -320,7 +322,9 @@ class ImageFolderDataConfig:
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"data.std={self.std} must be > 0")
         if self.val_size < 0:
-            raise ConfigError(f"data.val_size={self.val_size} must be >= 0 (a count or a fraction < 1)")
+            raise ConfigError(
+                f"data.val_size={self.val_size} must be >= 0 (a count or a fraction < 1)"
+            )
 
 
 DATA_SCHEMAS[Hdf5DataConfig._target_] = Hdf5DataConfig
@@ -338,7 +342,6 @@ class ModelConfig:
     scheduler_interval: Literal["step", "epoch"] = "step"
     num_classes: int = 10
     label_smoothing: float = 0.0
-    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -357,6 +360,7 @@ class PerfConfig:
     """Keys of ``perf:``: speed knobs that are not Trainer arguments."""
 
     compile: bool = False
+    channels_last: bool = True
     compile_mode: Literal[
         "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
     ] = "default"
