@@ -60,6 +60,9 @@ def test_no_host_sync_between_log_steps(cfg_factory):
             f"trainer.log_every_n_steps={log_every}",
             "callbacks.model_checkpoint=null",
             "data.batch_size=32",
+            # the NaN guard reads the loss every step only on the CPU, where that is free; on a
+            # GPU it reads a device-side flag on the logging interval: test that behaviour here
+            f"callbacks.nan_guard.check_every_n_steps={log_every}",
         ]
     )
     built = build(cfg)

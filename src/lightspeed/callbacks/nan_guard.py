@@ -120,7 +120,9 @@ class NanGuard(L.Callback):
         self._first_bad = torch.where(
             fresh, torch.full_like(self._first_bad, step), self._first_bad
         )
-        if step % self._every(loss.device) == 0:
+        # same phase as Lightning's logging ((step + 1) % log_every_n_steps): with equal
+        # intervals the flag read lands on a step that syncs for the logger anyway
+        if (step + 1) % self._every(loss.device) == 0:
             self._check_flag(trainer)
 
     def _check_flag(self, trainer: L.Trainer) -> None:
