@@ -6,6 +6,7 @@ included), so a new YAML file is tested as soon as it exists.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,12 @@ def option_id(option: tuple[str, str]) -> str:
     return f"{option[0]}={option[1]}"
 
 
+@functools.cache
+def composed(override: str) -> DictConfig:
+    """The config with one option chosen (cached: composing costs ~0.1 s; callers only read)."""
+    return compose([override])
+
+
 def needs_gpu(cfg: DictConfig) -> bool:
     """The composed config trains on, or keeps its data on, a CUDA device."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
@@ -53,7 +60,7 @@ def test_options_were_found() -> None:
 @pytest.mark.parametrize("option", OPTIONS, ids=option_id)
 def test_option_composes_and_validates(option: tuple[str, str]) -> None:
     override = option_id(option)
-    cfg = compose([override])
+    cfg = composed(override)
     if needs_gpu(cfg) and not gpu_present():
         pytest.skip(f"{override} needs a CUDA GPU and this machine has none")
     checked = precheck([override])
@@ -63,7 +70,7 @@ def test_option_composes_and_validates(option: tuple[str, str]) -> None:
 @pytest.mark.skipif(gpu_present(), reason="checks the message given on machines without a GPU")
 def test_gpu_options_without_gpu_are_config_errors() -> None:
     """On a CPU-only machine a GPU option stops at the check, naming the GPU, not in CUDA code."""
-    gpu_options = [o for o in map(option_id, OPTIONS) if needs_gpu(compose([o]))]
+    gpu_options = [o for o in map(option_id, OPTIONS) if needs_gpu(composed(o))]
     assert gpu_options, "no GPU option found: needs_gpu() no longer recognises them"
     for override in gpu_options:
         with pytest.raises(ConfigError, match="GPU") as err:
