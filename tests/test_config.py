@@ -91,6 +91,9 @@ def test_option_builds(option: tuple[str, str], cfg_factory) -> None:
     cfg = cfg_factory([override])
     if needs_gpu(cfg) and not torch.cuda.is_available():
         pytest.skip(f"{override} needs a CUDA GPU and torch sees none")
+    devices = cfg.trainer.get("devices")
+    if needs_gpu(cfg) and isinstance(devices, int) and devices > torch.cuda.device_count():
+        pytest.skip(f"{override} needs {devices} GPUs, torch sees {torch.cuda.device_count()}")
     built = build(cfg)
 
     assert isinstance(built.datamodule, hydra.utils.get_class(cfg.data._target_))
