@@ -151,8 +151,7 @@ def make(overrides: list[str], steps: int, warmup: int, tmp: Path):
             f"trainer.max_steps={warmup + steps}",
             "trainer.max_epochs=-1",
             "trainer.limit_val_batches=0",
-            "trainer.enable_checkpointing=false",
-            "callbacks.model_checkpoint=null",
+            "callbacks.model_checkpoint=null",  # monitors val/acc; validation is off here
             "extras.print_config=false",
             "trainer.enable_model_summary=false",
             *overrides,

@@ -49,16 +49,17 @@ class SkippingImageFolder(Dataset):
         root: folder of class subfolders.
         transform: transform applied to each decoded PIL image.
         mode: PIL mode the images are converted to.
-        skipped: a shared counter (``multiprocessing.Value``) of skipped images, visible to the
-            main process while workers run.
+    Unreadable files are marked in :attr:`unreadable`, one shared byte per image
+    (``multiprocessing.Array``), so the main process sees what the workers met and a file
+    counts once however many workers and epochs meet it.
     """
 
-    def __init__(self, root: str | Path, transform: Any, mode: str, skipped: Any) -> None:
+    def __init__(self, root: str | Path, transform: Any, mode: str) -> None:
         from torchvision.datasets import ImageFolder
 
         self.folder = ImageFolder(str(root), loader=functools.partial(open_image, mode=mode))
-        self.transform, self.skipped = transform, skipped
-        self._reported: set[str] = set()
+        self.transform = transform
+        self.unreadable = multiprocessing.Array("b", len(self.folder.samples))
 
     @property
     def classes(self) -> list[str]:
@@ -72,10 +73,8 @@ class SkippingImageFolder(Dataset):
         try:
             image = self.folder.loader(path)
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for bad files
-            if path not in self._reported:  # count each file once per process, not per epoch
-                self._reported.add(path)
-                with self.skipped.get_lock():
-                    self.skipped.value += 1
+            if not self.unreadable[i]:  # warn once per file, not once per epoch
+                self.unreadable[i] = 1
                 log.warning("skipping unreadable image %s (%s)", path, e)
             return None
         return self.transform(image), label
@@ -145,7 +144,6 @@ class ImageFolderDataModule(L.LightningDataModule):
             in_memory=False,
             cuda=torch.cuda.is_available(),
         )
-        self._skipped = multiprocessing.Value("i", 0)
         self.classes: list[str] = []
         self.num_classes: int | None = None
         self._datasets: dict[str, Dataset] = {}
@@ -153,7 +151,10 @@ class ImageFolderDataModule(L.LightningDataModule):
     @property
     def skipped_images(self) -> int:
         """Unreadable images met so far (by this process and its workers)."""
-        return int(self._skipped.value)
+        folders = {id(f): f for ds in self._datasets.values() for f in [getattr(ds, "dataset", ds)]}
+        return sum(
+            sum(f.unreadable) for f in folders.values() if isinstance(f, SkippingImageFolder)
+        )
 
     def transform(self, train: bool):
         from torchvision.transforms import v2
@@ -166,7 +167,7 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def _folder(self, name: str, train: bool) -> SkippingImageFolder:
         mode = "L" if self.channels == 1 else "RGB"
-        return SkippingImageFolder(self.data_dir / name, self.transform(train), mode, self._skipped)
+        return SkippingImageFolder(self.data_dir / name, self.transform(train), mode)
 
     def prepare_data(self) -> None:
         if not (self.data_dir / "train").is_dir():
