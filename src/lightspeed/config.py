@@ -197,14 +197,9 @@ def gpu_present() -> bool:
 
 
 @dataclass
-class IdxDataConfig:
-    """Keys of ``data:`` for Fashion-MNIST/MNIST (see ``IdxDataModule`` for their meaning)."""
+class LoaderConfig:
+    """DataLoader keys every data config here shares (docs/data.md says what ``auto`` means)."""
 
-    _target_: str = "lightspeed.data.fashion_mnist.IdxDataModule"
-    dataset: Literal["fashion_mnist", "mnist"] = "fashion_mnist"
-    data_dir: str = "data"
-    download: bool = True
-    val_size: int = 5000
     batch_size: int = 256
     eval_batch_size: int = 1024
     num_workers: int | Literal["auto"] = "auto"
@@ -212,14 +207,28 @@ class IdxDataConfig:
     persistent_workers: bool | Literal["auto"] = "auto"
     prefetch_factor: int | Literal["auto"] | None = "auto"
     drop_last: bool = False
-    flip: bool = True
-    crop_padding: int = 0
-    device: str = "cpu"
-    seed: int = 0
     split_seed: int = 12345
 
     def __post_init__(self) -> None:
         check_loader_knobs(self)
+
+
+@dataclass
+class IdxDataConfig(LoaderConfig):
+    """Keys of ``data:`` for Fashion-MNIST/MNIST (see ``IdxDataModule`` for their meaning)."""
+
+    _target_: str = "lightspeed.data.fashion_mnist.IdxDataModule"
+    dataset: Literal["fashion_mnist", "mnist"] = "fashion_mnist"
+    data_dir: str = "data"
+    download: bool = True
+    val_size: int = 5000
+    flip: bool = False
+    crop_padding: int = 0
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.val_size < 0:
             raise ConfigError(f"data.val_size={self.val_size} must be >= 0")
         if self.crop_padding < 0:
@@ -255,27 +264,19 @@ DATA_SCHEMAS: dict[str, type] = {IdxDataConfig._target_: IdxDataConfig}
 
 
 @dataclass
-class Hdf5DataConfig:
+class Hdf5DataConfig(LoaderConfig):
     """Keys of ``data:`` for an HDF5 file (see ``lightspeed.data.hdf5.Hdf5DataModule``)."""
 
     _target_: str = "lightspeed.data.hdf5.Hdf5DataModule"
     path: str = "data/fashion_mnist.h5"
     val_size: int = 5000
-    batch_size: int = 256
-    eval_batch_size: int = 1024
-    num_workers: int | Literal["auto"] = "auto"
-    pin_memory: bool | Literal["auto"] = "auto"
-    persistent_workers: bool | Literal["auto"] = "auto"
-    prefetch_factor: int | Literal["auto"] | None = "auto"
-    drop_last: bool = False
-    flip: bool = True
+    flip: bool = False
     crop_padding: int = 0
     mean: float | None = None
     std: float | None = None
-    split_seed: int = 12345
 
     def __post_init__(self) -> None:
-        check_loader_knobs(self)
+        super().__post_init__()
         if self.val_size < 0:
             raise ConfigError(f"data.val_size={self.val_size} must be >= 0")
         if self.crop_padding < 0:
@@ -286,7 +287,7 @@ class Hdf5DataConfig:
 
 
 @dataclass
-class ImageFolderDataConfig:
+class ImageFolderDataConfig(LoaderConfig):
     """Keys of ``data:`` for class-subfolder images (see ``ImageFolderDataModule``)."""
 
     _target_: str = "lightspeed.data.image_folder.ImageFolderDataModule"
@@ -298,16 +299,10 @@ class ImageFolderDataConfig:
     val_size: int | float = 0.1
     batch_size: int = 64
     eval_batch_size: int = 256
-    num_workers: int | Literal["auto"] = "auto"
-    pin_memory: bool | Literal["auto"] = "auto"
-    persistent_workers: bool | Literal["auto"] = "auto"
-    prefetch_factor: int | Literal["auto"] | None = "auto"
-    drop_last: bool = False
     flip: bool = True
-    split_seed: int = 12345
 
     def __post_init__(self) -> None:
-        check_loader_knobs(self)
+        super().__post_init__()
         size = self.image_size
         if not (len(size) in (1, 2) and all(isinstance(s, int) and s > 0 for s in size)):
             raise ConfigError(

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightspeed.data.augment import BatchAugment
+from lightspeed.data.base import SplitDataModule
 from lightspeed.data.idx import read_idx_pair
 from lightspeed.data.loading import resolve_loader_settings
 from lightspeed.data.memory import InMemoryBatchLoader
@@ -54,7 +54,7 @@ class TensorBatchDataset(Dataset):
         return xb, self.y.index_select(0, idx)
 
 
-class IdxDataModule(L.LightningDataModule):
+class IdxDataModule(SplitDataModule):
     """Fashion-MNIST or MNIST, held in memory.
 
     Args:
@@ -76,27 +76,49 @@ class IdxDataModule(L.LightningDataModule):
     """
 
     def __init__(
-        self, dataset: str = "fashion_mnist", data_dir: str = "data", download: bool = True,
-        val_size: int = 5000, batch_size: int = 256, eval_batch_size: int = 1024,
-        num_workers: int | str = "auto", pin_memory: bool | str = "auto",
-        persistent_workers: bool | str = "auto", prefetch_factor: int | str | None = "auto",
-        drop_last: bool = False, flip: bool = True, crop_padding: int = 0, device: str = "cpu",
-        seed: int = 0, split_seed: int = 12345,
+        self,
+        dataset: str = "fashion_mnist",
+        data_dir: str = "data",
+        download: bool = True,
+        val_size: int = 5000,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        num_workers: int | str = "auto",
+        pin_memory: bool | str = "auto",
+        persistent_workers: bool | str = "auto",
+        prefetch_factor: int | str | None = "auto",
+        drop_last: bool = False,
+        flip: bool = True,
+        crop_padding: int = 0,
+        device: str = "cpu",
+        seed: int = 0,
+        split_seed: int = 12345,
     ) -> None:
         super().__init__()
         if dataset not in SOURCES:
-            raise ConfigError(f"data.dataset={dataset} is not known; choose one of {sorted(SOURCES)}")
+            raise ConfigError(
+                f"data.dataset={dataset} is not known; choose one of {sorted(SOURCES)}"
+            )
         self.source = SOURCES[dataset]
         self.data_dir = Path(data_dir)
         self.download = download
         self.val_size, self.batch_size, self.eval_batch_size = val_size, batch_size, eval_batch_size
-        self.drop_last, self.device, self.seed, self.split_seed = drop_last, device, seed, split_seed
+        self.drop_last, self.device, self.seed, self.split_seed = (
+            drop_last,
+            device,
+            seed,
+            split_seed,
+        )
         self.augment = BatchAugment(flip=flip, crop_padding=crop_padding)
         in_memory = num_workers in ("auto", 0)
         self.loader = resolve_loader_settings(
-            num_workers, pin_memory, persistent_workers, prefetch_factor,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+            prefetch_factor,
             # pinning helps only host→GPU copies of batches that live on the host
-            in_memory=in_memory, cuda=torch.cuda.is_available() and not device.startswith("cuda"),
+            in_memory=in_memory,
+            cuda=torch.cuda.is_available() and not device.startswith("cuda"),
         )
         if device.startswith("cuda") and self.loader.num_workers > 0:
             raise ConfigError(
@@ -143,7 +165,13 @@ class IdxDataModule(L.LightningDataModule):
         }
         log.info(
             "%s: %d train / %d val / %d test images on %s (mean %.4f, std %.4f)",
-            self.source.name, len(train_idx), len(val_idx), len(xt), self.device, self.mean, self.std,
+            self.source.name,
+            len(train_idx),
+            len(val_idx),
+            len(xt),
+            self.device,
+            self.mean,
+            self.std,
         )
 
     def _rank(self) -> tuple[int, int]:
@@ -159,23 +187,21 @@ class IdxDataModule(L.LightningDataModule):
         augment = self.augment if train else None
         if self.uses_memory_loader:
             return InMemoryBatchLoader(
-                x, y, batch_size, shuffle=train, drop_last=self.drop_last and train,
-                augment=augment, seed=self.seed, rank=rank, world_size=world,
+                x,
+                y,
+                batch_size,
+                shuffle=train,
+                drop_last=self.drop_last and train,
+                augment=augment,
+                seed=self.seed,
+                rank=rank,
+                world_size=world,
             )
         return DataLoader(
             TensorBatchDataset(x, y, augment if augment and augment.active else None),
-            batch_size=batch_size, shuffle=train, drop_last=self.drop_last and train,
-            collate_fn=pass_through, **self.loader.as_kwargs(),
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=self.drop_last and train,
+            collate_fn=pass_through,
+            **self.loader.as_kwargs(),
         )
-
-    def train_dataloader(self):
-        return self._loader("train", train=True)
-
-    def val_dataloader(self):
-        return self._loader("val", train=False)
-
-    def test_dataloader(self):
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self):
-        return self._loader("test", train=False)

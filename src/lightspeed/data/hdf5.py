@@ -20,13 +20,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightspeed.data.augment import BatchAugment
+from lightspeed.data.base import SplitDataModule
 from lightspeed.data.loading import resolve_loader_settings
 from lightspeed.errors import ConfigError, DataError
 
@@ -217,7 +217,7 @@ def pass_through(batch):
     return batch
 
 
-class Hdf5DataModule(L.LightningDataModule):
+class Hdf5DataModule(SplitDataModule):
     """An HDF5 image set (train/test in the file, val carved from train) through DataLoaders.
 
     Args:
@@ -334,15 +334,3 @@ class Hdf5DataModule(L.LightningDataModule):
             collate_fn=pass_through,
             **self.loader.as_kwargs(),
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)

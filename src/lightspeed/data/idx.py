@@ -36,7 +36,9 @@ def _read_bytes(path: Path) -> bytes:
     except FileNotFoundError:
         raise DataError(f"IDX file not found: {path}") from None
     except (EOFError, gzip.BadGzipFile, OSError) as e:
-        raise DataError(f"{path}: cannot read ({e}); the file is truncated or corrupt, fetch it again") from None
+        raise DataError(
+            f"{path}: cannot read ({e}); the file is truncated or corrupt, fetch it again"
+        ) from None
 
 
 def read_idx(path: str | Path, expect_ndim: int | None = None) -> np.ndarray:
@@ -61,7 +63,9 @@ def read_idx(path: str | Path, expect_ndim: int | None = None) -> np.ndarray:
             f"in {sorted(hex(t) for t in _DTYPES)} and a dimension count); wrong file?"
         )
     if expect_ndim is not None and ndim != expect_ndim:
-        raise DataError(f"{path}: has {ndim} dimensions, expected {expect_ndim}; images and labels swapped?")
+        raise DataError(
+            f"{path}: has {ndim} dimensions, expected {expect_ndim}; images and labels swapped?"
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated inside the header ({len(raw)} bytes); fetch it again")
@@ -75,7 +79,11 @@ def read_idx(path: str | Path, expect_ndim: int | None = None) -> np.ndarray:
             f"{path}: {problem}: header promises shape {tuple(shape)} = {want} bytes of data, "
             f"file holds {got}; fetch it again"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def read_idx_pair(images: str | Path, labels: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +104,9 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     codes = {v: k for k, v in _DTYPES.items()}
     dtype = np.dtype(array.dtype).newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
     code = codes.get(dtype) or codes[np.dtype(array.dtype)]
-    payload = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     payload += np.ascontiguousarray(array, dtype=dtype).tobytes()
     compress = path.suffix == ".gz" if compress is None else compress
     if compress:

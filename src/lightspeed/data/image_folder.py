@@ -23,11 +23,11 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data._utils.collate import default_collate
 
+from lightspeed.data.base import SplitDataModule
 from lightspeed.data.loading import resolve_loader_settings
 from lightspeed.errors import ConfigError, DataError
 
@@ -91,7 +91,7 @@ def collate_skipping(batch: list):
     return default_collate(kept)
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(SplitDataModule):
     """Class-subfolder images through DataLoaders with workers (see the module docstring).
 
     Args:
@@ -221,15 +221,3 @@ class ImageFolderDataModule(L.LightningDataModule):
             collate_fn=collate_skipping,
             **self.loader.as_kwargs(),
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)

@@ -65,11 +65,15 @@ def resolve_loader_settings(
             reasons.append("num_workers=0: data is held in memory, batches are indexed in-process")
         else:
             num_workers = max(1, min(cores // 2, MAX_AUTO_WORKERS))
-            reasons.append(f"num_workers={num_workers}: half of {cores} usable cores (cap {MAX_AUTO_WORKERS})")
+            reasons.append(
+                f"num_workers={num_workers}: half of {cores} usable cores (cap {MAX_AUTO_WORKERS})"
+            )
     elif num_workers > cores:
         log.warning(
             "data.num_workers=%d is more than the %d usable cores; using it anyway, "
-            "but expect the workers to compete with the training step", num_workers, cores,
+            "but expect the workers to compete with the training step",
+            num_workers,
+            cores,
         )
     if prefetch_factor not in ("auto", None) and num_workers == 0:
         raise ConfigError(
@@ -80,7 +84,12 @@ def resolve_loader_settings(
         prefetch_factor = 2 if num_workers > 0 else None
     if pin_memory == "auto":
         pin_memory = bool(cuda and not in_memory)
-        reasons.append(f"pin_memory={pin_memory}: " + ("host→GPU copies" if pin_memory else "no host→GPU copies through workers"))
+        reasons.append(
+            f"pin_memory={pin_memory}: "
+            + ("host→GPU copies" if pin_memory else "no host→GPU copies through workers")
+        )
     if persistent_workers == "auto":
         persistent_workers = num_workers > 0
-    return LoaderSettings(int(num_workers), bool(pin_memory), bool(persistent_workers), prefetch_factor, reasons)
+    return LoaderSettings(
+        int(num_workers), bool(pin_memory), bool(persistent_workers), prefetch_factor, reasons
+    )

@@ -28,7 +28,12 @@ class EpochPermutation:
     """
 
     def __init__(
-        self, n: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+        self,
+        n: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
         drop_last: bool = False,
     ) -> None:
         self.n, self.shuffle, self.seed = n, shuffle, seed
@@ -71,9 +76,16 @@ class InMemoryBatchLoader:
     """
 
     def __init__(
-        self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False,
-        drop_last: bool = False, augment: BatchAugment | None = None, seed: int = 0,
-        rank: int = 0, world_size: int = 1,
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: BatchAugment | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")

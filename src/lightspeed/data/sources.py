@@ -41,7 +41,10 @@ class IdxSource:
 
 SOURCES = {
     "fashion_mnist": IdxSource(
-        "fashion_mnist", "FashionMNIST", "/usr/share/datasets/fashion-mnist", "dataset-fashion-mnist"
+        "fashion_mnist",
+        "FashionMNIST",
+        "/usr/share/datasets/fashion-mnist",
+        "dataset-fashion-mnist",
     ),
     "mnist": IdxSource("mnist", "MNIST", "/usr/share/datasets/mnist", None),
 }
