@@ -80,8 +80,7 @@ def short_fit(batches: int, out_dir: str) -> dict:
 
     overrides = [
         "logger=none",
-        "callbacks=none",
-        "+callbacks.speed._target_=lightspeed.callbacks.speed.SpeedMonitor",
+        "callbacks=speed_only",
         "++trainer.enable_checkpointing=false",
         "++trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",

@@ -33,8 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # only the speed monitor: checkpoints, logs and progress bars are not what is measured here
 QUIET = [
     "logger=none",
-    "callbacks=none",
-    "+callbacks.speed._target_=lightspeed.callbacks.speed.SpeedMonitor",
+    "callbacks=speed_only",
     "++trainer.enable_checkpointing=false",
     "++trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
