@@ -5,7 +5,7 @@ format, interleaved and repeated in one process, so machine noise hits both alik
 steady-state samples/s of each and their ratio, time from build to the first step, and peak
 memory; writes JSON + markdown with a hardware header to benchmarks/results/.
 
-    python scripts/bench.py                          # CPU defaults, ~3 min on 2 cores
+    python scripts/bench.py                          # CPU defaults, ~2.5 min on 2 cores
     python scripts/bench.py --steps 150 --repeats 5  # tighter numbers
     python scripts/bench.py --compare-dataloader     # also the naive per-sample DataLoader path
     python scripts/bench.py -- model=mlp             # Hydra overrides after --
@@ -58,6 +58,8 @@ def hand_loop(built, steps: int, warmup: int, loader=None) -> dict:
     t0 = t_start
     while done < total:
         for x, y in loader:
+            if t_first is None:  # as the template's: when the first batch is in hand
+                t_first = time.perf_counter() - t_start
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             if module.channels_last:
@@ -71,8 +73,6 @@ def hand_loop(built, steps: int, warmup: int, loader=None) -> dict:
             if scheduler is not None:
                 scheduler.step()
             done += 1
-            if t_first is None:
-                t_first = time.perf_counter() - t_start
             if done == warmup:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
@@ -163,6 +163,53 @@ def make(overrides: list[str], steps: int, warmup: int, tmp: Path):
     return built
 
 
+def startup_pairs(pairs: int, tmp: Path) -> dict:
+    """Process start → first training step of `lightspeed`, beside `import torch, lightning`.
+
+    Each pair runs both as fresh processes, back to back, so page-cache and machine noise hit
+    both alike.
+    """
+    import subprocess
+
+    cli = Path(sys.executable).with_name("lightspeed")
+    imports, first_steps = [], []
+    for i in range(pairs):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch, lightning"], check=True)
+        imports.append(time.perf_counter() - t)
+        out = tmp / f"startup{i}"
+        t = time.perf_counter()
+        subprocess.run(
+            [
+                str(cli),
+                "trainer.max_steps=3",
+                "trainer.max_epochs=1",
+                "trainer.limit_val_batches=0",
+                "extras.test_after_fit=false",
+                "callbacks.progress_bar=null",
+                "callbacks.model_checkpoint=null",
+                "extras.print_config=false",
+                f"hydra.run.dir={out}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        launch = time.perf_counter() - t
+        summary = json.loads((out / "summary.json").read_text())
+        # the CLI measures from its first import; add the interpreter's own start-up
+        first_steps.append(summary["time_to_first_step_s"] + (launch - summary["process_time_s"]))
+        print(
+            f"startup {i + 1}/{pairs}: import {imports[-1]:.2f} s, lightspeed first step {first_steps[-1]:.2f} s",
+            flush=True,
+        )
+    gaps = [f - i for f, i in zip(first_steps, imports, strict=True)]
+    return {
+        "import_torch_lightning_s": summarise(imports, 2),
+        "cli_first_step_s": summarise(first_steps, 2),
+        "gap_s": summarise(gaps, 2),
+    }
+
+
 def summarise(values: list[float], ndigits: int = 1) -> dict:
     if not values:
         return {"median": None, "min": None, "max": None, "runs": []}
@@ -176,10 +223,16 @@ def summarise(values: list[float], ndigits: int = 1) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=120, help="timed steps per run")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=15, help="untimed steps first")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=8,
+        help="interleaved hand/template pairs; the machine is noisy",
+    )
     parser.add_argument("--compare-dataloader", action="store_true")
+    parser.add_argument("--startup", type=int, default=3, help="pairs of start-up runs (0: skip)")
     parser.add_argument("--name", default=None, help="results file stem (default bench_<device>)")
     args, overrides = parser.parse_known_args()
     overrides = [o for o in overrides if o != "--"]
@@ -205,6 +258,7 @@ def main() -> int:
                 built = make(overrides, args.steps, args.warmup, Path(tmp))
                 runs["naive_dataloader"].append(naive_dataloader(built, args.steps, args.warmup))
         precision = built.precision
+        startup = startup_pairs(args.startup, Path(tmp)) if args.startup else None
 
     ratios = [
         t["samples_per_s"] / h["samples_per_s"]
@@ -227,6 +281,7 @@ def main() -> int:
             for k, v in runs.items()
             if k != "naive_dataloader"
         },
+        "startup": startup,
         "peak_memory_mb": {
             k: max((val for x in v for key, val in x.items() if key.endswith("_mb")), default=None)
             for k, v in runs.items()
@@ -268,6 +323,15 @@ def markdown(r: dict) -> str:
     for k, v in r["first_step_s"].items():
         med = v["median"] if v["median"] is not None else math.nan
         lines.append(f"| {k} | {med:.3f} | {r['peak_memory_mb'].get(k)} |")
+    if r.get("startup"):
+        st = r["startup"]
+        lines += [
+            "",
+            "Process start → first training step (fresh processes, back to back, median of "
+            f"{len(st['gap_s']['runs'])} pairs): `lightspeed` {st['cli_first_step_s']['median']:.2f} s vs "
+            f'`python -c "import torch, lightning"` {st["import_torch_lightning_s"]["median"]:.2f} s; '
+            f"gap {st['gap_s']['median']:+.2f} s (per pair {st['gap_s']['runs']}).",
+        ]
     return "\n".join(lines) + "\n"
 
 

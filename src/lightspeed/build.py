@@ -17,13 +17,13 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from lightspeed import PROCESS_START, hardware
 from lightspeed.callbacks.metadata import RunMetadata
 from lightspeed.callbacks.speed import SpeedMonitor
-from lightspeed.checkpoint import AtomicCheckpointIO, RestoreLoaderPosition
+from lightspeed.checkpoint import AtomicCheckpointIO, LastCheckpoint, RestoreLoaderPosition
 from lightspeed.errors import ConfigError
 from lightspeed.resume import job_checkpoint, prepare_run_dir, session_file, start_resumed_fit
 
@@ -215,18 +215,18 @@ def run_task(cfg: DictConfig) -> dict:
         if ckpt:
             start_resumed_fit(trainer, ckpt)
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
-        ckpt_cb = trainer.checkpoint_callback
-        best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
-        summary["best_val_acc"] = (
-            float(ckpt_cb.best_model_score)
-            if ckpt_cb and ckpt_cb.best_model_score is not None
-            else None
+        best_cb = next(
+            (cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None
         )
+        best = best_cb.best_model_path if best_cb is not None else ""
+        score = best_cb.best_model_score if best_cb is not None else None
+        summary["best_val_acc"] = float(score) if score is not None else None
         summary["best_checkpoint"] = best or None
-        lasts = [cb.last_model_path for cb in trainer.checkpoint_callbacks if cb.last_model_path]
-        summary["last_checkpoint"] = next(
-            (p for p in lasts if p.endswith("last.ckpt")), lasts[0] if lasts else None
-        )
+        lasts = [
+            str(cb.path) for cb in trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint)
+        ]
+        lasts += [best_cb.last_model_path] if best_cb is not None else []
+        summary["last_checkpoint"] = next((p for p in lasts if p and Path(p).is_file()), None)
         summary["train_time_s"] = round(time.perf_counter() - t0, 2)
         if not trainer.interrupted and cfg.get("extras", {}).get("test_after_fit", True):
             results = trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)

@@ -56,6 +56,7 @@ class SpeedMonitor(L.Callback):
         now = time.perf_counter()
         if self.time_to_first_step is None:
             self.time_to_first_step = now - PROCESS_START
+            self.summary["time_to_first_step_s"] = round(self.time_to_first_step, 3)
         self._batch_start = now
         if self._last_end is not None and batch_idx >= self.warmup_steps:
             self._wait += now - self._last_end
@@ -83,8 +84,6 @@ class SpeedMonitor(L.Callback):
             mem_key: mem,
         }
         self.summary.update({k: round(v, 4) for k, v in stats.items()})
-        if self.time_to_first_step is not None:
-            self.summary["time_to_first_step_s"] = round(self.time_to_first_step, 3)
         for logger in trainer.loggers:
             logger.log_metrics(
                 {f"speed/{k}": v for k, v in stats.items()}, step=trainer.global_step
