@@ -289,7 +289,7 @@ class LastCheckpoint(Checkpoint):
             or self._saved_step == trainer.global_step
         ):
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state, for resume
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:

@@ -107,7 +107,7 @@ class GracefulInterrupt(L.Callback):
             return
         signum = self.received
         path = (Path(self.dirpath) if self.dirpath else checkpoint_dir(trainer)) / LAST_NAME
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # full state, for resume
         name = signal.Signals(signum).name
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         self._pending = RunInterrupted(
