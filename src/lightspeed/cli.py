@@ -165,16 +165,19 @@ def print_summary(summary: dict) -> None:
     for key, label in labels.items():
         value = summary.get(key)
         if value is not None:
-            table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value))
+            if isinstance(value, float):
+                text = f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
+            else:
+                text = str(value)
+            table.add_row(label, text)
     Console(width=160).print(table)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console script ``lightspeed`` and ``python -m lightspeed``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    plain = not any(
-        a.startswith("-") for a in argv
-    )  # flags (--multirun, --help, --cfg) go straight to Hydra
+    # flags (--multirun, --help, --cfg) go straight to Hydra; the job checks the config then
+    plain = not any(a.startswith("-") for a in argv)
     if plain:
         try:
             cfg = precheck(argv)
