@@ -100,6 +100,12 @@ def check_section(schema: type, values: dict, prefix: str, open_keys: bool = Fal
         raise ConfigError(f"{prefix}: {e}") from None
 
 
+def _non_negative(prefix: str, **values: Any) -> None:
+    for key, value in values.items():
+        if value is not None and value < 0:
+            raise ConfigError(f"{prefix}.{key}={value} must be >= 0")
+
+
 def _positive(prefix: str, **values: Any) -> None:
     for key, value in values.items():
         if value is not None and value <= 0:
@@ -229,10 +235,7 @@ class IdxDataConfig(LoaderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.val_size < 0:
-            raise ConfigError(f"data.val_size={self.val_size} must be >= 0")
-        if self.crop_padding < 0:
-            raise ConfigError(f"data.crop_padding={self.crop_padding} must be >= 0")
+        _non_negative("data", val_size=self.val_size, crop_padding=self.crop_padding)
         if self.device.startswith("cuda") and not gpu_present():
             raise ConfigError(
                 f"data.device={self.device} but this machine has no CUDA GPU; "
@@ -277,10 +280,7 @@ class Hdf5DataConfig(LoaderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.val_size < 0:
-            raise ConfigError(f"data.val_size={self.val_size} must be >= 0")
-        if self.crop_padding < 0:
-            raise ConfigError(f"data.crop_padding={self.crop_padding} must be >= 0")
+        _non_negative("data", val_size=self.val_size, crop_padding=self.crop_padding)
         if (self.mean is None) != (self.std is None):
             raise ConfigError("data.mean and data.std go together: set both or neither")
         _positive("data", std=self.std)

@@ -88,7 +88,7 @@ class IdxDataModule(SplitDataModule):
         persistent_workers: bool | str = "auto",
         prefetch_factor: int | str | None = "auto",
         drop_last: bool = False,
-        flip: bool = True,
+        flip: bool = False,
         crop_padding: int = 0,
         device: str = "cpu",
         seed: int = 0,

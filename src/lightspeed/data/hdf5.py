@@ -246,7 +246,7 @@ class Hdf5DataModule(SplitDataModule):
         persistent_workers: bool | str = "auto",
         prefetch_factor: int | str | None = "auto",
         drop_last: bool = False,
-        flip: bool = True,
+        flip: bool = False,
         crop_padding: int = 0,
         mean: float | None = None,
         std: float | None = None,
