@@ -79,12 +79,7 @@ def short_fit(batches: int, out_dir: str) -> dict:
     from lightspeed.cli import compose
 
     overrides = [
-        "logger=none",
-        "callbacks=speed_only",
-        "++trainer.enable_checkpointing=false",
-        "++trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "extras.print_config=false",
+        "debug=quiet",
         f"trainer.limit_train_batches={batches}",
         "trainer.max_epochs=1",
         "trainer.limit_val_batches=0",

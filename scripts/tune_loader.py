@@ -31,14 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # only the speed monitor: checkpoints, logs and progress bars are not what is measured here
-QUIET = [
-    "logger=none",
-    "callbacks=speed_only",
-    "++trainer.enable_checkpointing=false",
-    "++trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "extras.print_config=false",
-]
+QUIET = ["debug=quiet"]
 
 
 def ints(text: str) -> list[int]:
