@@ -32,15 +32,77 @@ def config_dir() -> Path:
     return Path(env).resolve() if env else Path(__file__).resolve().parents[2] / "configs"
 
 
-def compose(overrides: list[str], return_hydra_config: bool = False):
-    """Composes ``train.yaml`` with overrides, as the entry point and the tests do."""
+def _hydra_compose(overrides: list[str], return_hydra_config: bool = False):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from lightspeed.config import register_schema
+
+    register_schema()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="lightspeed"):
         return hydra_compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _declare_signature_keys(overrides: list[str]) -> list[str]:
+    """``key=value`` → ``++key=value`` where the YAML leaves out a parameter of the target."""
+    from omegaconf import OmegaConf
+
+    from lightspeed.signatures import read_signature
+
+    choices = [o for o in overrides if "." not in _override_key(o) and not o.startswith("~")]
+    try:
+        base = _hydra_compose(choices)
+    except Exception:  # the choices themselves are broken: composing again reports that
+        return overrides
+    out = []
+    for override in overrides:
+        parent, _, name = _override_key(override).rpartition(".")
+        node = OmegaConf.select(base, parent) if parent and not override.startswith("+") else None
+        target = node.get("_target_") if OmegaConf.is_dict(node) else None
+        sig = read_signature(target) if isinstance(target, str) and name not in node else None
+        out.append("++" + override if sig is not None and name in sig.params else override)
+    return out
+
+
+def compose_with(overrides: list[str], return_hydra_config: bool = False):
+    """Composes ``train.yaml``; returns ``(cfg, overrides as applied)``.
+
+    Every constructor parameter of a ``_target_`` class is a config key, whether its YAML
+    lists it or not (the YAML sets only what differs from the class's default): an override
+    of a parameter the YAML leaves out is applied as ``++key=value``.
+    """
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        return _hydra_compose(overrides, return_hydra_config), list(overrides)
+    except ConfigCompositionException as e:
+        declared = _declare_signature_keys(list(overrides))
+        if declared == list(overrides) or "Could not override" not in str(e):
+            raise
+    return _hydra_compose(declared, return_hydra_config), declared
+
+
+def _signature_keys(parent: str) -> list[str]:
+    """Parameters of the default config's ``_target_`` at ``parent`` (for suggestions)."""
+    from omegaconf import OmegaConf
+
+    from lightspeed.signatures import read_signature
+
+    node = OmegaConf.select(compose([]), parent) if parent else None
+    target = node.get("_target_") if OmegaConf.is_dict(node) else None
+    sig = read_signature(target) if isinstance(target, str) else None
+    return list(sig.params) if sig is not None else []
+
+
+def compose(overrides: list[str], return_hydra_config: bool = False):
+    """Composes ``train.yaml`` with overrides, as the entry point and the tests do."""
+    return compose_with(overrides, return_hydra_config)[0]
 
 
 def compose_for_run(overrides: list[str], output_dir: str | Path):
@@ -66,9 +128,9 @@ def explain_hydra_error(e: Exception) -> str:
 
     from lightspeed.config import suggest
 
-    text = str(e)
+    text = f"{e} {e.__cause__ or ''}"
     m = re.search(r"Could not override '([^']+)'", text)
-    if m and "not in struct" in str(e.__cause__):
+    if m and re.search(r"not in (struct|')", str(e.__cause__)):
         full_key = m.group(1)
         parent, _, name = full_key.rpartition(".")
         try:
@@ -76,6 +138,7 @@ def explain_hydra_error(e: Exception) -> str:
             siblings = list((OmegaConf.select(node, parent) if parent else node).keys())
         except Exception:
             siblings = []
+        siblings += [k for k in _signature_keys(parent) if k not in siblings]
         return f"unknown key '{full_key}': {suggest(name, siblings)}"
     m = re.search(r"Could not find '([^']+)'\s+Available options in '([^']+)':\s*(.*)", text, re.S)
     if m:
@@ -83,12 +146,27 @@ def explain_hydra_error(e: Exception) -> str:
         listing = m.group(3).split("Config search path")[0]
         options = [o.strip() for o in listing.splitlines() if o.strip()]
         value = m.group(1).split("/", 1)[-1]
-        return f"{group}={value} is not an option of '{group}': {suggest(value, options)}"
+        hint = ""
+        nested = config_dir() / group / "net" / f"{value}.yaml"
+        if nested.is_file():  # model=tiny where tiny is a net
+            hint = f"; '{value}' is a net: choose it with {group}/net={value}"
+        return f"{group}={value} is not an option of '{group}': {suggest(value, options)}{hint}"
+    m = re.search(r"Value '(.*?)'(?: of type '\w+')? could not be converted to (\w+)", text)
+    m = m or re.search(r"Value '(.*?)' is not a valid (\w+)", text)
+    if m:
+        key = re.search(r"full_key: (\S+)", text)
+        name = key.group(1) if key else "a key"
+        return f"{name}={m.group(1)!r} has the wrong type: expected {m.group(2).lower()}"
     return " ".join(text.split())
 
 
 def precheck(overrides: list[str]):
     """Composes and validates; raises ConfigError (a UserError) with one line on any problem."""
+    return checked_overrides(overrides)[0]
+
+
+def checked_overrides(overrides: list[str]):
+    """:func:`precheck` that also returns the overrides as applied (see :func:`compose_with`)."""
     from hydra.errors import HydraException
     from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
@@ -96,7 +174,7 @@ def precheck(overrides: list[str]):
     from lightspeed.config import validate
 
     try:
-        cfg = compose(overrides)
+        cfg, overrides = compose_with(overrides)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(explain_hydra_error(e)) from None
     try:
@@ -106,7 +184,7 @@ def precheck(overrides: list[str]):
         check_run_paths(cfg)
     except OmegaConfBaseException as e:  # e.g. a broken ${interpolation}
         raise ConfigError(" ".join(str(e).split())) from None
-    return cfg
+    return cfg, overrides
 
 
 def check_run_paths(cfg) -> None:
@@ -180,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     plain = not any(a.startswith("-") for a in argv)
     if plain:
         try:
-            cfg = precheck(argv)
+            cfg, argv = checked_overrides(argv)
             # resume: run the job in the resumed run's own directory
             argv = resume_overrides(argv, cfg.get("resume"), cfg.paths.log_dir, cfg.task)
         except UserError as e:

@@ -1,0 +1,251 @@
+"""Reads a class's constructor signature from its source file, without importing it.
+
+The config check needs the keys and types that ``_target_: a.b.Class`` accepts before torch is
+imported (importing torch and Lightning takes seconds; a typo should cost a fraction of one).
+So the target's module is located with ``importlib.util.find_spec`` on its top-level package
+(which imports nothing) and parsed with :mod:`ast`:
+
+* names re-exported by a package (``from lightning.pytorch.trainer import Trainer``) are
+  followed to the module that defines them;
+* ``**kwargs`` that a class forwards to its base is filled in from the base's signature (the
+  base found by name, as the module imports it), so a DataModule written as "my arguments +
+  ``**kwargs``" is checked against the base class's loader knobs too;
+* annotations are evaluated against a small vocabulary (builtins, ``typing``,
+  :mod:`lightspeed.constraints`); anything else counts as ``Any``.
+
+Anything that cannot be read this way (a C extension, a dynamic class) gives ``None``: the
+node is then checked when it is built.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections.abc
+import functools
+import importlib.util
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightspeed import constraints
+
+MAX_DEPTH = 8  # re-exports and base classes followed before giving up
+
+
+@dataclass
+class Signature:
+    """Parameters of a constructor: ``{name: annotation}``; ``open`` if it takes ``**kwargs``
+    that could not be resolved (any key is then accepted)."""
+
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+    required: set[str] = field(default_factory=set)
+    open: bool = False
+
+
+class _Lenient:
+    """Stands for a name outside the vocabulary: every use of it is ``Any``."""
+
+    def __getattr__(self, name: str) -> Any:
+        return Any
+
+    def __getitem__(self, item: Any) -> Any:
+        return Any
+
+
+_VOCABULARY: dict[str, Any] = {
+    **{n: getattr(typing, n) for n in typing.__all__ if not n.startswith("_")},
+    **{n: getattr(collections.abc, n) for n in collections.abc.__all__},
+    **{n: getattr(constraints, n) for n in constraints.__all__},
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "str": str,
+    "bytes": bytes,
+    "list": list,
+    "tuple": tuple,
+    "dict": dict,
+    "set": set,
+    "None": None,
+    "Path": str,  # a path in a config is a string
+    "typing": typing,
+    "Any": Any,
+}
+
+
+class _Namespace(dict):
+    def __missing__(self, key: str) -> Any:
+        return _Lenient()
+
+
+def evaluate_annotation(node: ast.expr | None) -> Any:
+    """The annotation as a typing object, or ``Any`` when it uses names we do not know."""
+    if node is None:
+        return Any
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):  # "quoted" annotation
+        try:
+            node = ast.parse(node.value, mode="eval").body
+        except SyntaxError:
+            return Any
+    try:
+        code = compile(ast.Expression(body=node), "<annotation>", "eval")
+        value = eval(code, {"__builtins__": {}}, _Namespace(_VOCABULARY))
+    except Exception:  # unions of unknown names and the like: be lenient
+        return Any
+    return Any if isinstance(value, _Lenient) else value
+
+
+def _module_file(module: str) -> Path | None:
+    """Source file of ``module`` found from its top-level package, importing nothing."""
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if not rest:
+        return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
+    for base in spec.submodule_search_locations or []:
+        path = Path(base, *rest)
+        for candidate in (path / "__init__.py", path.with_suffix(".py")):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+@functools.cache
+def _parse(path: Path) -> ast.Module | None:
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+
+
+def _absolute(module: str, path: Path, imp: ast.ImportFrom) -> str:
+    """The absolute module name of ``from <imp.module> import ...`` inside ``module``."""
+    if not imp.level:
+        return imp.module or ""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    package = package[: len(package) - imp.level + 1]
+    return ".".join([*package, imp.module] if imp.module else package)
+
+
+def _find(module: str, name: str, depth: int = 0) -> tuple[str, ast.AST] | None:
+    """The definition of ``module.name`` (a class or function), following re-exports."""
+    path = _module_file(module)
+    tree = _parse(path) if path else None
+    if tree is None or depth > MAX_DEPTH:
+        return None
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.ClassDef, ast.FunctionDef)) and stmt.name == name:
+            return module, stmt
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom):
+            for alias in stmt.names:
+                if (alias.asname or alias.name) == name:
+                    return _find(_absolute(module, path, stmt), alias.name, depth + 1)
+    return None
+
+
+def _resolve_name(module: str, expr: ast.expr) -> str | None:
+    """``a.b.C`` that a base-class expression (``C``, ``L.C``, ``mod.C``) refers to."""
+    path = _module_file(module)
+    tree = _parse(path) if path else None
+    if tree is None:
+        return None
+    parts: list[str] = []
+    while isinstance(expr, ast.Attribute):
+        parts.insert(0, expr.attr)
+        expr = expr.value
+    if not isinstance(expr, ast.Name):
+        return None
+    head = expr.id
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ClassDef) and stmt.name == head and not parts:
+            return f"{module}.{head}"
+        if isinstance(stmt, ast.ImportFrom):
+            for alias in stmt.names:
+                if (alias.asname or alias.name) == head:
+                    return ".".join([_absolute(module, path, stmt), alias.name, *parts])
+        if isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                if (alias.asname or alias.name.split(".")[0]) == head:
+                    base = alias.name if alias.asname else head
+                    return ".".join([base, *parts])
+    return None
+
+
+def _init_of(cls: ast.ClassDef) -> ast.FunctionDef | None:
+    return next(
+        (s for s in cls.body if isinstance(s, ast.FunctionDef) and s.name == "__init__"), None
+    )
+
+
+def _forwards_to_super(func: ast.FunctionDef, kwarg: str) -> bool:
+    """True when ``func`` calls ``super().__init__(..., **kwarg)``."""
+    for node in ast.walk(func):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "__init__"
+            and isinstance(node.func.value, ast.Call)
+            and isinstance(node.func.value.func, ast.Name)
+            and node.func.value.func.id == "super"
+        ):
+            return any(
+                k.arg is None and isinstance(k.value, ast.Name) and k.value.id == kwarg
+                for k in node.keywords
+            )
+    return False
+
+
+def is_lenient(tp: Any) -> bool:
+    """True for the stand-in of a name outside the vocabulary (accepts anything)."""
+    return isinstance(tp, _Lenient)
+
+
+@functools.cache
+def read_signature(target: str, depth: int = 0) -> Signature | None:
+    """The constructor signature of ``target`` (``package.module.Name``), or None."""
+    module, _, name = target.rpartition(".")
+    found = _find(module, name) if module and depth <= MAX_DEPTH else None
+    if found is None:
+        return None
+    module, node = found
+    sig = Signature(target)
+    if isinstance(node, ast.ClassDef):
+        init = _init_of(node)
+        if init is None:  # inherits __init__: the first base that resolves
+            for base in node.bases:
+                resolved = _resolve_name(module, base)
+                inherited = read_signature(resolved, depth + 1) if resolved else None
+                if inherited is not None:
+                    return Signature(target, inherited.params, inherited.required, inherited.open)
+            return Signature(target, open=True) if node.bases else sig
+        func, skip = init, 1  # self
+    else:
+        func, skip = node, 0
+    args = func.args
+    positional = [*args.posonlyargs, *args.args][skip:]
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    for arg, default in zip(positional, defaults, strict=True):
+        sig.params[arg.arg] = evaluate_annotation(arg.annotation)
+        if default is None:
+            sig.required.add(arg.arg)
+    for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+        sig.params[arg.arg] = evaluate_annotation(arg.annotation)
+        if default is None:
+            sig.required.add(arg.arg)
+    if args.kwarg is not None:
+        sig.open = True
+        if isinstance(node, ast.ClassDef) and _forwards_to_super(func, args.kwarg.arg):
+            for base in node.bases:
+                resolved = _resolve_name(module, base)
+                inherited = read_signature(resolved, depth + 1) if resolved else None
+                if inherited is not None and inherited.params:
+                    sig.params = {**inherited.params, **sig.params}
+                    sig.open = inherited.open
+                    break
+    return sig
