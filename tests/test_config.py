@@ -107,10 +107,11 @@ def test_option_builds(option: tuple[str, str], cfg_factory) -> None:
             if cls is LearningRateMonitor and not built.trainer.loggers:
                 continue  # dropped on purpose: it refuses a Trainer without loggers
             assert any(isinstance(o, cls) for o in objects), f"{target} not built; got {got}"
-    # the net maps a batch of images to one logit per class
+    # the net maps a batch shaped like the data's images to one logit per class
+    dm = built.datamodule
     with torch.no_grad():
-        logits = built.module.eval()(torch.zeros(2, 1, 28, 28))
-    assert logits.shape == (2, cfg.model.num_classes)
+        logits = built.module.eval()(torch.zeros(2, dm.in_channels, *dm.image_size))
+    assert logits.shape == (2, dm.num_classes)
 
 
 def test_default_config_checks_in_well_under_a_second() -> None:
@@ -238,6 +239,13 @@ def test_eval_task_needs_weights(task: str) -> None:
     msg = config_error([f"task={task}"])
     assert f"task={task}" in msg
     assert "ckpt_path" in msg
+
+
+def test_key_the_yaml_leaves_out_is_still_a_key() -> None:
+    """Any constructor parameter can be overridden, listed in the YAML or not."""
+    cfg = precheck(["model.net.dropout=0.25", "trainer.gradient_clip_val=1.0"])
+    assert cfg.model.net.dropout == 0.25
+    assert cfg.trainer.gradient_clip_val == 1.0
 
 
 def test_unknown_model_lists_the_options() -> None:

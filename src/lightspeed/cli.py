@@ -145,7 +145,7 @@ def explain_hydra_error(e: Exception) -> str:
         group = m.group(2)
         listing = m.group(3).split("Config search path")[0]
         options = [o.strip() for o in listing.splitlines() if o.strip()]
-        value = m.group(1).split("/", 1)[-1]
+        value = m.group(1).removeprefix(f"{group}/")
         hint = ""
         nested = config_dir() / group / "net" / f"{value}.yaml"
         if nested.is_file():  # model=tiny where tiny is a net

@@ -313,11 +313,9 @@ def check_data(data: dict) -> None:
         raise ConfigError(
             f"data.device={device} but this machine has no CUDA GPU; use data.device=cpu (data=fashion_mnist)"
         )
-    from lightspeed.data import loading
+    from lightspeed.data.loading import check_loader_settings  # the one place of these rules
 
-    check = getattr(loading, "check_loader_settings", None)  # TEMP until data lands
-    if check:
-        check(**{k: v for k, v in data.items() if not k.startswith("_")})
+    check_loader_settings(**{k: v for k, v in data.items() if not k.startswith("_")})
 
 
 def check_model(model: dict) -> None:

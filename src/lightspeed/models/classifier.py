@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
+
+from lightspeed.constraints import PositiveInt, UnitInterval
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -27,12 +29,12 @@ class Classifier(L.LightningModule):
     Args:
         net: the plain ``nn.Module`` mapping images to logits.
         optimizer: factory taking the parameters (``functools.partial`` of an optimiser).
-        scheduler: factory taking the optimiser, or None. Schedulers that need the run length
-            (OneCycleLR) get ``total_steps`` filled in from the trainer.
+        scheduler: factory taking the optimiser, or None. A schedule that needs the run length
+            (OneCycleLR with ``total_steps`` and ``epochs`` left null) gets ``total_steps`` from
+            the trainer's estimate.
         scheduler_interval: ``step`` or ``epoch``.
-        num_classes: number of classes.
-        label_smoothing: cross-entropy label smoothing.
-        channels_last: keep activations in NHWC, which oneDNN/cuDNN convolutions prefer.
+        num_classes: number of classes (the config reads it from the data: ``${data:num_classes}``).
+        label_smoothing: cross-entropy label smoothing, in [0, 1).
     """
 
     def __init__(
@@ -40,19 +42,16 @@ class Classifier(L.LightningModule):
         net: nn.Module,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "step",
-        num_classes: int = 10,
-        label_smoothing: float = 0.0,
-        channels_last: bool = False,
+        scheduler_interval: Literal["step", "epoch"] = "step",
+        num_classes: PositiveInt = 10,
+        label_smoothing: UnitInterval = 0.0,
     ) -> None:
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
-        self.channels_last = channels_last
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self.num_classes = num_classes
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # validate_args=False: the checks (torch.unique, value-range tests) are host syncs on
         # every call; inputs come from this module, so they cannot be malformed.
@@ -61,8 +60,6 @@ class Classifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -122,7 +119,11 @@ class Classifier(L.LightningModule):
             return optimizer
         kwargs = {}
         keywords = getattr(self.scheduler_factory, "keywords", {})
-        if "total_steps" in keywords and keywords["total_steps"] in (None, "auto"):
+        if (
+            "total_steps" in keywords
+            and keywords["total_steps"] is None
+            and not keywords.get("epochs")
+        ):
             total = int(self.trainer.estimated_stepping_batches)
             # OneCycleLR divides by (pct_start * total_steps - 1): very short runs (a debug
             # run of 4 steps) would divide by zero. A longer schedule than the run is harmless.
