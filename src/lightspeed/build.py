@@ -24,6 +24,7 @@ from lightspeed import PROCESS_START, hardware
 from lightspeed.callbacks.metadata import RunMetadata
 from lightspeed.callbacks.speed import SpeedMonitor
 from lightspeed.checkpoint import AtomicCheckpointIO, LastCheckpoint, RestoreLoaderPosition
+from lightspeed.contracts import ModelContract
 from lightspeed.errors import ConfigError
 from lightspeed.resume import job_checkpoint, prepare_run_dir, session_file, start_resumed_fit
 
@@ -57,41 +58,39 @@ def git_commit() -> str | None:
 def resolve_precision(precision: Any, accelerator: str) -> str:
     """``auto`` → bf16-mixed where the device computes bf16 natively, else 32."""
     precision = str(precision)
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if precision == "auto":
-        if on_gpu:
-            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-        return "bf16-mixed" if hardware.cpu_has_bf16() else "32-true"
-    if precision.startswith("16") and not on_gpu:
-        raise ConfigError(
-            f"trainer.precision={precision} needs a CUDA GPU and this run uses the CPU; "
-            "use trainer.precision=bf16-mixed (or 32) on the CPU"
-        )
-    return precision
+    if precision != "auto":
+        return precision  # checked against the device by lightspeed.config
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if hardware.cpu_has_bf16() else "32-true"
 
 
 def check_devices(cfg: DictConfig) -> None:
-    """Device counts that the machine cannot provide, caught before anything is built."""
+    """Devices the machine cannot provide, caught before anything is built (config.py checks
+    what needs no torch)."""
     t = cfg.trainer
     accelerator, devices = t.get("accelerator", "auto"), t.get("devices", "auto")
-    strategy, num_nodes = str(t.get("strategy", "auto")), t.get("num_nodes", 1)
+    strategy = str(t.get("strategy", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={accelerator} but torch sees no CUDA GPU; use trainer=cpu"
         )
-    if isinstance(devices, int) and devices > 1:
-        on_gpu = accelerator in ("gpu", "cuda") or (
-            accelerator == "auto" and torch.cuda.is_available()
+    count = len(devices) if isinstance(devices, (list, tuple)) else devices
+    if on_gpu and isinstance(count, int) and count > torch.cuda.device_count():
+        raise ConfigError(
+            f"trainer.devices={devices} but this machine has {torch.cuda.device_count()} GPU(s)"
         )
-        if on_gpu and devices > torch.cuda.device_count():
-            raise ConfigError(
-                f"trainer.devices={devices} but this machine has {torch.cuda.device_count()} GPU(s)"
-            )
-        if not on_gpu and strategy == "auto":
-            raise ConfigError(
-                f"trainer.devices={devices} on the CPU needs a multi-process strategy; use trainer=ddp_cpu"
-            )
-    if strategy.startswith("ddp") and devices == 1 and num_nodes == 1:
+    if on_gpu and isinstance(devices, (list, tuple)) and max(devices) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"trainer.devices={list(devices)} names a GPU this machine lacks (ids 0 to "
+            f"{torch.cuda.device_count() - 1})"
+        )
+    if not on_gpu and isinstance(count, int) and count > 1 and strategy == "auto":
+        raise ConfigError(
+            f"trainer.devices={devices} on the CPU needs a multi-process strategy; use trainer=ddp_cpu"
+        )
+    if strategy.startswith("ddp") and count == 1 and t.get("num_nodes", 1) == 1:
         log.warning("trainer.strategy=%s with one device: DDP adds overhead and no speed", strategy)
 
 
@@ -100,6 +99,70 @@ def instantiate_group(node: DictConfig | None) -> list:
     if not node:
         return []
     return [hydra.utils.instantiate(v) for v in node.values() if v is not None]
+
+
+def bind_data_resolver(datamodule: Any) -> None:
+    """``${data:num_classes}`` (in_channels, image_size, ...) now reads the built DataModule."""
+    missing = [
+        a for a in ("num_classes", "in_channels", "image_size") if not hasattr(datamodule, a)
+    ]
+    if missing:
+        raise ConfigError(
+            f"data: {type(datamodule).__name__} has no {', '.join(missing)}; a DataModule must "
+            "expose its data shape (see lightspeed.contracts.DataModuleContract)"
+        )
+
+    def read(name: str) -> Any:
+        value = getattr(datamodule, name)
+        return list(value) if isinstance(value, tuple) else value
+
+    OmegaConf.register_new_resolver("data", read, replace=True)
+
+
+def check_contracts(datamodule: Any, module: Any) -> None:
+    """One line, before training, when the model does not fit the data's shape."""
+    if not isinstance(module, ModelContract):
+        raise ConfigError(
+            f"model: {type(module).__name__} has no 'net'; the entry expects a LightningModule "
+            "wrapping an nn.Module as .net (see lightspeed.contracts.ModelContract)"
+        )
+    h, w = datamodule.image_size
+    probe = torch.zeros(2, datamodule.in_channels, h, w)
+    was_training = module.training
+    try:
+        with torch.no_grad():  # eval mode: the probe must not move BatchNorm statistics
+            logits = module.eval()(probe)
+    except RuntimeError as e:
+        raise ConfigError(
+            f"model.net {type(module.net).__name__} cannot take the data's images "
+            f"{list(probe.shape[1:])} ({str(e).splitlines()[0][:160]}); its shape keys should "
+            "read the data: in_channels: ${data:in_channels}, image_size: ${data:image_size}"
+        ) from None
+    finally:
+        module.train(was_training)
+    if tuple(logits.shape) != (2, datamodule.num_classes):
+        raise ConfigError(
+            f"model.net {type(module.net).__name__} outputs {list(logits.shape[1:])} logits per "
+            f"image but the data has {datamodule.num_classes} classes; set its num_classes "
+            "from the data: num_classes: ${data:num_classes}"
+        )
+
+
+def apply_net_perf(module: Any, perf: DictConfig) -> None:
+    """``perf.channels_last`` and ``perf.compile``, applied to ``module.net`` for any net."""
+    if perf.channels_last:
+        module.net.to(memory_format=torch.channels_last)
+        module.net.register_forward_pre_hook(_to_channels_last)
+    if perf.compile:
+        # compile the inner net: the module's state_dict keeps plain keys (no _orig_mod.)
+        module.net.compile(mode=perf.compile_mode)
+
+
+def _to_channels_last(net: torch.nn.Module, args: tuple) -> tuple | None:
+    x = args[0] if args else None
+    if torch.is_tensor(x) and x.dim() == 4:
+        return (x.contiguous(memory_format=torch.channels_last), *args[1:])
+    return None
 
 
 def apply_perf(cfg: DictConfig) -> None:
@@ -120,23 +183,11 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = hydra.utils.instantiate(cfg.data)
-    net = hydra.utils.instantiate(cfg.model.net)
-    module_kwargs = {
-        k: v for k, v in cfg.model.items() if k not in ("_target_", "net", "optimizer", "scheduler")
-    }
-    module = hydra.utils.get_class(cfg.model._target_)(
-        net=net,
-        optimizer=hydra.utils.instantiate(cfg.model.optimizer),
-        scheduler=hydra.utils.instantiate(cfg.model.scheduler)
-        if cfg.model.get("scheduler")
-        else None,
-        channels_last=bool(cfg.perf.get("channels_last", False)),
-        **module_kwargs,
-    )
-    if cfg.perf.compile:
-        # compile the inner net: the module's state_dict keeps plain keys (no _orig_mod.)
-        module.net.compile(mode=cfg.perf.compile_mode)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    bind_data_resolver(datamodule)
+    module = hydra.utils.instantiate(cfg.model, _convert_="all")
+    check_contracts(datamodule, module)
+    apply_net_perf(module, cfg.perf)
 
     callbacks = instantiate_group(cfg.get("callbacks"))
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -189,12 +240,12 @@ def run_task(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.output_dir)
     resuming = bool(cfg.get("resume"))
     prepare_run_dir(run_dir, resuming)
+    info = hardware.report()
+    log.info("hardware: %s", hardware.one_line(info))
+    built = build(cfg, run_dir)  # binds ${data:...}: the config resolves with the data's shape
     if cfg.get("extras", {}).get("print_config", True):
         print_config(cfg)
     session_file(run_dir, "config.yaml", resuming).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    info = hardware.report()
-    log.info("hardware: %s", hardware.one_line(info))
-    built = build(cfg, run_dir)
     info["precision"] = built.precision
     info["accelerator"] = str(built.trainer.accelerator.__class__.__name__)
     info["devices"] = built.trainer.num_devices
