@@ -52,7 +52,7 @@ def make_images(
     return images, labels
 
 
-def write_tiny_idx(folder: Path, seed: int = 0) -> Path:
+def write_tiny_idx(folder: Path, seed: int = 0, train_size: int = TRAIN_SIZE) -> Path:
     """Writes the four gzip IDX files of a small learnable data set into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -61,7 +61,7 @@ def write_tiny_idx(folder: Path, seed: int = 0) -> Path:
     # patterns, without the blocks, take it hundreds).
     blocks = rng.uniform(0, 255, size=(NUM_CLASSES, IMAGE_SHAPE[0] // 4, IMAGE_SHAPE[1] // 4))
     prototypes = np.kron(blocks, np.ones((4, 4)))
-    x, y = make_images(TRAIN_SIZE, rng, prototypes)
+    x, y = make_images(train_size, rng, prototypes)
     xt, yt = make_images(TEST_SIZE, rng, prototypes)
     for name, array in zip(IDX_FILES, (x, y, xt, yt), strict=True):
         write_idx(folder / name, array)
