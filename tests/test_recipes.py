@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_tiny_idx
 
 REPO = Path(__file__).resolve().parents[1]
