@@ -296,6 +296,7 @@ def run_task(cfg: DictConfig) -> dict:
     for cb in built.callbacks:
         if isinstance(cb, SpeedMonitor):
             summary.update(cb.summary)
+    summary["data_source"] = getattr(dm, "source_info", None)  # path + checksum of the files
     summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
     summary["process_time_s"] = round(time.perf_counter() - PROCESS_START, 2)
     if trainer.is_global_zero:

@@ -239,11 +239,14 @@ def print_summary(summary: dict) -> None:
         "best_checkpoint": "best checkpoint",
         "last_checkpoint": "last checkpoint",
         "run_dir": "run dir",
+        "data_source": "data source",
     }
     for key, label in labels.items():
         value = summary.get(key)
         if value is not None:
-            if isinstance(value, float):
+            if isinstance(value, dict):  # data_source: where the data came from
+                text = f"{value.get('path')} (sha256 {str(value.get('sha256'))[:12]}…)"
+            elif isinstance(value, float):
                 text = f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
             else:
                 text = str(value)
