@@ -3,9 +3,11 @@
 Both run the same net, data tensors, batch size, optimiser, schedule, precision and memory
 format, interleaved and repeated in one process, so machine noise hits both alike. Reports
 steady-state samples/s of each and their ratio, time from build to the first step, and peak
-memory; writes JSON + markdown with a hardware header to benchmarks/results/.
+memory; writes JSON + markdown with a hardware header to benchmarks/results/: a new dated
+bench_<cpu|gpu>_<date>.{json,md}, or with --record the committed bench_<cpu|gpu>.{json,md}.
 
     python scripts/bench.py                          # CPU defaults, ~2.5 min on 2 cores
+    python scripts/bench.py --record                 # replace the committed record
     python scripts/bench.py --steps 150 --repeats 5  # tighter numbers
     python scripts/bench.py --compare-dataloader     # also the naive per-sample DataLoader path
     python scripts/bench.py -- model=mlp             # Hydra overrides after --
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -24,13 +25,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from measure import RESULTS, build_run, speed_monitor, summarise, write_results
 
-from lightspeed import hardware
-from lightspeed.build import build
-from lightspeed.callbacks.speed import SpeedMonitor, peak_memory_mb
-from lightspeed.cli import compose_for_run
-
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+from lightspeed import PROCESS_START, hardware
+from lightspeed.callbacks.speed import peak_memory_mb
 
 
 def hand_loop(built, steps: int, warmup: int, loader=None) -> dict:
@@ -88,22 +86,16 @@ def hand_loop(built, steps: int, warmup: int, loader=None) -> dict:
 
 def template_loop(built, steps: int, warmup: int) -> dict:
     """The same work through Lightning's Trainer, as `lightspeed task=fit` runs it."""
-    speed = next(cb for cb in built.callbacks if isinstance(cb, SpeedMonitor))
+    speed = speed_monitor(built)
     speed.warmup_steps = warmup
     t_start = time.perf_counter()
     built.trainer.fit(built.module, datamodule=built.datamodule)
     first = speed.time_to_first_step
     return {
         "samples_per_s": speed.summary["samples_per_s"],
-        "first_step_s": None if first is None else first - (t_start - _process_start()),
+        "first_step_s": None if first is None else first - (t_start - PROCESS_START),
         **{k: v for k, v in speed.summary.items() if k.endswith("_mb")},
     }
-
-
-def _process_start() -> float:
-    from lightspeed import PROCESS_START
-
-    return PROCESS_START
 
 
 class PerSampleImages(torch.utils.data.Dataset):
@@ -135,7 +127,7 @@ def naive_dataloader(built, steps: int, warmup: int) -> dict:
     from torch.utils.data import DataLoader
 
     dm = built.datamodule
-    x, y = dm._splits["train"]
+    x, y = dm.tensors("train")
     images = (
         (x * dm.std + dm.mean).mul(255).round().clamp(0, 255).to(torch.uint8)
     )  # back to raw pixels
@@ -146,7 +138,7 @@ def naive_dataloader(built, steps: int, warmup: int) -> dict:
 
 
 def make(overrides: list[str], steps: int, warmup: int, tmp: Path):
-    cfg = compose_for_run(
+    built = build_run(
         [
             f"trainer.max_steps={warmup + steps}",
             "trainer.max_epochs=-1",
@@ -158,7 +150,6 @@ def make(overrides: list[str], steps: int, warmup: int, tmp: Path):
         ],
         tmp / f"run{time.perf_counter_ns()}",
     )
-    built = build(cfg)
     built.datamodule.setup("fit")
     return built
 
@@ -210,17 +201,6 @@ def startup_pairs(pairs: int, tmp: Path) -> dict:
     }
 
 
-def summarise(values: list[float], ndigits: int = 1) -> dict:
-    if not values:
-        return {"median": None, "min": None, "max": None, "runs": []}
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "runs": [round(v, ndigits) for v in values],
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="timed steps per run")
@@ -233,7 +213,10 @@ def main() -> int:
     )
     parser.add_argument("--compare-dataloader", action="store_true")
     parser.add_argument("--startup", type=int, default=3, help="pairs of start-up runs (0: skip)")
-    parser.add_argument("--name", default=None, help="results file stem (default bench_<device>)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--record", action="store_true", help="replace the committed bench_<device>.{json,md}"
+    )
     args, overrides = parser.parse_known_args()
     overrides = [o for o in overrides if o != "--"]
 
@@ -287,12 +270,10 @@ def main() -> int:
             for k, v in runs.items()
         },
     }
-    device = "gpu" if info["gpus"] else "cpu"
-    stem = args.name or f"bench_{device}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
-    (RESULTS / f"{stem}.md").write_text(markdown(result))
+    stem = "bench_gpu" if info["gpus"] else "bench_cpu"
+    path = write_results(result, markdown(result), stem, args.record, args.out)
     print(markdown(result))
+    print(f"wrote {path}.{{json,md}}")
     return 0
 
 

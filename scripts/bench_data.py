@@ -1,6 +1,7 @@
-"""Throughput of the data paths on this machine → benchmarks/results/data_loading.{json,md}.
+"""Throughput of the data paths on this machine → benchmarks/results/data_loading_<date>.{json,md}.
 
-    make bench-data          # about 1-3 minutes on 2 cores
+    make bench-data                  # about 1-3 minutes on 2 cores
+    make bench-data ARGS=--record    # replace the committed data_loading.{json,md}
 
 Fashion-MNIST train images, samples/s of the train loader alone (no model), each path timed
 ``--repeats`` times, interleaved so that other load on the machine hits every path alike:
@@ -8,8 +9,9 @@ Fashion-MNIST train images, samples/s of the train loader alone (no model), each
 a. torchvision ``datasets.FashionMNIST`` + ``ToTensor()`` + ``Normalize``: one ``__getitem__``,
    one PIL image and one collate per sample, ``DataLoader(num_workers=0, batch_size=256)``;
 b. the same with 1 and 2 workers (the better one is reported);
-c. ``InMemoryBatchLoader`` over normalised tensors, with batched flip augmentation;
-d. ``Hdf5DataModule`` (file written here), 2 workers reading whole batches.
+c. the default ``data=fashion_mnist`` train loader: in-memory batches of normalised tensors,
+   with batched flip augmentation;
+d. ``data=hdf5`` (file written here), 2 workers reading whole batches.
 
 Then the share of wall time a short default fit waits for data (SpeedMonitor's
 ``data_wait_share`` over ``--fit-batches`` training batches).
@@ -19,16 +21,16 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import logging
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from measure import RESULTS, datamodule, quick_fit, samples_per_s, summarise, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 256
@@ -38,23 +40,6 @@ RAW_NAMES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-
-
-def samples_per_s(loader, batches: int, warmup: int = 2) -> float:
-    """Samples/s over ``batches`` batches after ``warmup`` untimed ones (worker start-up)."""
-    it = iter(loader)
-    for _ in range(warmup):
-        next(it)
-    n, t0 = 0, time.perf_counter()
-    for _ in range(batches):
-        try:
-            x, _ = next(it)
-        except StopIteration:
-            break
-        n += len(x)
-    elapsed = time.perf_counter() - t0
-    del it
-    return n / elapsed
 
 
 def torchvision_root(tmp: Path, files: dict) -> Path:
@@ -67,46 +52,6 @@ def torchvision_root(tmp: Path, files: dict) -> Path:
         with opener(src, "rb") as f_in, open(raw / name, "wb") as f_out:
             shutil.copyfileobj(f_in, f_out)
     return tmp
-
-
-def short_fit(batches: int, out_dir: str) -> dict:
-    """SpeedMonitor summary of a default fit cut to ``batches`` training batches."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from lightspeed.build import build
-    from lightspeed.callbacks.speed import SpeedMonitor
-    from lightspeed.cli import compose
-
-    overrides = [
-        "debug=quiet",
-        f"trainer.limit_train_batches={batches}",
-        "trainer.max_epochs=1",
-        "trainer.limit_val_batches=0",
-        f"paths.output_dir={out_dir}",
-    ]
-    cfg = compose(overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("lightning"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    built = build(cfg, out_dir)
-    t0 = time.perf_counter()
-    built.trainer.fit(built.module, datamodule=built.datamodule)
-    summary = next(cb for cb in built.callbacks if isinstance(cb, SpeedMonitor)).summary
-    return {**summary, "fit_wall_s": round(time.perf_counter() - t0, 2), "batches": batches}
-
-
-def stats(values: list[float]) -> dict:
-    return {
-        "median": round(statistics.median(values), 1),
-        "min": round(min(values), 1),
-        "max": round(max(values), 1),
-        "spread_pct": round(100 * (max(values) - min(values)) / statistics.median(values), 1),
-        "runs": [round(v, 1) for v in values],
-    }
 
 
 def markdown(result: dict) -> str:
@@ -152,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batches", type=int, default=30, help="timed batches per per-sample run")
     ap.add_argument("--fit-batches", type=int, default=100)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    ap.add_argument(
+        "--record", action="store_true", help="replace the committed data_loading.{json,md}"
+    )
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     logging.basicConfig(level=logging.WARNING)
@@ -162,10 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     from torchvision import datasets, transforms
 
     from lightspeed import hardware
-    from lightspeed.data.fashion_mnist import IdxDataModule
-    from lightspeed.data.hdf5 import Hdf5DataModule, write_hdf5
+    from lightspeed.data.hdf5 import write_hdf5
     from lightspeed.data.idx import read_idx_pair
-    from lightspeed.data.memory import InMemoryBatchLoader
     from lightspeed.data.sources import SOURCES, locate
 
     t_start = time.perf_counter()
@@ -175,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_data_"))
     files = locate(SOURCES["fashion_mnist"], ROOT / "data", download=False)
 
-    memory = IdxDataModule(data_dir=str(ROOT / "data"), download=False, flip=True)
-    memory.setup()
-    x, y = memory._splits["train"]
+    loader_knobs = [f"data.batch_size={BATCH}", "data.flip=true"]
+    memory = datamodule(
+        [f"data.data_dir={ROOT / 'data'}", "data.download=false", *loader_knobs], tmp / "c"
+    )
     tv = datasets.FashionMNIST(
         str(torchvision_root(tmp, files)),
         train=True,
@@ -188,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     splits = {s: read_idx_pair(*files[s]) for s in ("train", "test")}
     h5 = write_hdf5(tmp / "fashion_mnist.h5", splits, "fashion_mnist", [str(i) for i in range(10)])
-    hdf5 = Hdf5DataModule(path=str(h5), num_workers=2, batch_size=BATCH, flip=True)
-    hdf5.setup()
+    hdf5 = datamodule(
+        ["data=hdf5", f"data.path={h5}", "data.num_workers=2", *loader_knobs], tmp / "d"
+    )
 
     # persistent workers: start-up is paid once per path, as in training
     loaders = {
@@ -200,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "b2": DataLoader(
             tv, batch_size=BATCH, shuffle=True, num_workers=2, persistent_workers=True
         ),
-        "c": InMemoryBatchLoader(x, y, BATCH, shuffle=True, augment=memory.augment, seed=0),
+        "c": memory.train_dataloader(),
         "d": hdf5.train_dataloader(),
     }
     timed = {"a": args.batches, "b1": args.batches, "b2": args.batches, "c": 200, "d": 100}
@@ -209,29 +157,27 @@ def main(argv: list[str] | None = None) -> int:
         for key, loader in loaders.items():
             runs[key].append(samples_per_s(loader, timed[key]))
             print(f"  round {rep + 1} {key}: {runs[key][-1]:,.0f} samples/s")
-    best_b = max(("b1", "b2"), key=lambda k: statistics.median(runs[k]))
     del loaders
+    s = {k: summarise(v) for k, v in runs.items()}
+    best_b = max(("b1", "b2"), key=lambda k: s[k]["median"])
     paths = {
-        "a_torchvision_per_sample_w0": stats(runs["a"]),
-        "b_torchvision_per_sample_best_workers": {
-            **stats(runs[best_b]),
-            "num_workers": int(best_b[1]),
-        },
-        "b_torchvision_per_sample_w1": stats(runs["b1"]),
-        "b_torchvision_per_sample_w2": stats(runs["b2"]),
-        "c_in_memory_batches_flip": stats(runs["c"]),
-        "d_hdf5_batches_w2": stats(runs["d"]),
+        "a_torchvision_per_sample_w0": s["a"],
+        "b_torchvision_per_sample_best_workers": {**s[best_b], "num_workers": int(best_b[1])},
+        "b_torchvision_per_sample_w1": s["b1"],
+        "b_torchvision_per_sample_w2": s["b2"],
+        "c_in_memory_batches_flip": s["c"],
+        "d_hdf5_batches_w2": s["d"],
     }
     labels = {
         "a_torchvision_per_sample_w0": "(a) torchvision FashionMNIST, ToTensor+Normalize, 0 workers",
         "b_torchvision_per_sample_w1": "(b) same, 1 worker",
         "b_torchvision_per_sample_w2": "(b) same, 2 workers",
-        "c_in_memory_batches_flip": "(c) InMemoryBatchLoader + batched flip (default path)",
+        "c_in_memory_batches_flip": "(c) in-memory batches + batched flip (default data=fashion_mnist)",
         "d_hdf5_batches_w2": "(d) HDF5, 2 workers, whole-batch reads + flip",
     }
     print("short default fit ...")
-    fit = short_fit(args.fit_batches, str(tmp / "fit"))
-    a, b, c = (statistics.median(runs[k]) for k in ("a", best_b, "c"))
+    fit = quick_fit([], args.fit_batches, tmp / "fit")
+    a, b, c = (s[k]["median"] for k in ("a", best_b, "c"))
     result = {
         "benchmark": "data_loading",
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -249,11 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         "short_fit": fit,
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "data_loading.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "data_loading.md").write_text(markdown(result))
+    path = write_results(result, markdown(result), "data_loading", args.record, args.out)
     print(markdown(result))
-    print(f"wrote {args.out}/data_loading.{{json,md}} in {result['wall_s']} s")
+    print(f"wrote {path}.{{json,md}} in {result['wall_s']} s")
     shutil.rmtree(tmp, ignore_errors=True)
     torch.cuda.empty_cache()
     return 0

@@ -1,0 +1,67 @@
+"""scripts/measure.py and scripts/bench.py: the shared quick fit, results files, a tiny bench."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """Imports ``scripts/<name>.py`` under its own name, as ``python scripts/x.py`` lets its
+    sibling scripts import it (load ``measure`` first: the others import it)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+measure = load_script("measure")
+bench = load_script("bench")
+
+
+def tiny(tiny_data: Path, tmp_path: Path) -> list[str]:
+    """Overrides that point the default data at the tiny IDX set."""
+    return [
+        f"data.data_dir={tiny_data}",
+        "data.download=false",
+        "data.val_size=100",
+        f"paths.root_dir={tmp_path}",
+    ]
+
+
+def test_results_go_to_a_new_file_unless_recorded(tmp_path: Path) -> None:
+    record = tmp_path / "bench_cpu.json"
+    record.write_text("{}")
+    path = measure.write_results({"a": 1}, "# a\n", "bench_cpu", record=False, out_dir=tmp_path)
+    assert path.name.startswith("bench_cpu_2") and record.read_text() == "{}"
+    assert json.loads(path.with_suffix(".json").read_text()) == {"a": 1}
+    assert path.with_suffix(".md").read_text() == "# a\n"
+    measure.write_results({"a": 2}, "# a\n", "bench_cpu", record=True, out_dir=tmp_path)
+    assert json.loads(record.read_text()) == {"a": 2}
+
+
+def test_quick_fit_times_the_batches_asked_for(tiny_data: Path, tmp_path: Path) -> None:
+    summary = measure.quick_fit(
+        [*tiny(tiny_data, tmp_path), "data.batch_size=16", "callbacks.speed.warmup_steps=1"],
+        batches=4,
+        out_dir=tmp_path / "fit",
+    )
+    assert summary["batches"] == 4 and summary["fit_wall_s"] > 0
+    assert summary["samples_per_s"] > 0 and 0 <= summary["data_wait_share"] < 1
+
+
+def test_tiny_bench_writes_a_dated_result(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "results"
+    argv = ["bench.py", "--steps", "6", "--warmup", "2", "--repeats", "1", "--startup", "0"]
+    argv += ["--compare-dataloader", "--out", str(out), "--", *tiny(tiny_data, tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*argv, "data.batch_size=16"])
+    assert bench.main() == 0
+    (written,) = out.glob("bench_*.json")
+    result = json.loads(written.read_text())
+    assert written.stem != "bench_cpu" and result["ratio_template_over_hand"]["median"] > 0
+    assert result["samples_per_s"]["naive_dataloader"]["median"] > 0
