@@ -42,13 +42,13 @@ format: install ## ruff fix and format
 tensorboard: install ## TensorBoard over all runs in logs/
 	$(VENV)/bin/tensorboard --logdir logs
 
-tune-loader: install ## measure loader settings for the configured data, write configs/local/loader.yaml (ARGS: overrides)
+tune-loader: install ## measure loader settings for the configured data → configs/local/loader_<data>.yaml (ARGS: overrides)
 	$(PY) scripts/tune_loader.py $(ARGS)
 
-bench: install ## template vs hand-written loop, steady-state samples/s → benchmarks/results/ (ARGS: options)
+bench: install ## template vs hand-written loop, steady-state samples/s → benchmarks/results/bench_<device>_<date>.* (ARGS=--record: the committed file)
 	$(PY) scripts/bench.py $(ARGS)
 
-bench-data: install ## data-path throughput: torchvision per-sample vs in-memory vs HDF5 → benchmarks/results/
+bench-data: install ## data-path throughput: torchvision per-sample vs in-memory vs HDF5 → benchmarks/results/data_loading_<date>.* (ARGS=--record: the committed file)
 	$(PY) scripts/bench_data.py $(ARGS)
 
 clean: ## remove caches and build files (keeps .venv, data/ and logs/)

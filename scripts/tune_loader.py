@@ -1,8 +1,9 @@
-"""Measures loader settings for the configured data and writes the best to configs/local/loader.yaml.
+"""Measures loader settings for the configured data; writes the best to configs/local/loader_<data>.yaml.
 
     make tune-loader                                  # data=fashion_mnist (the default)
     make tune-loader ARGS="data=hdf5 --workers 0,2,4"
     .venv/bin/python scripts/tune_loader.py data=image_folder data.data_dir=/my/images
+    .venv/bin/lightspeed local=loader_hdf5            # train hdf5 with what it found
 
 Two stages, both bounded in time (about 1.5 minutes on 2 cores with the default grid):
 
@@ -13,9 +14,15 @@ Two stages, both bounded in time (about 1.5 minutes on 2 cores with the default 
    (a loader fast alone can still steal cores from the step). The checks run interleaved, best
    round kept, and the fewest workers win unless more are ``--tolerance`` faster.
 
-The winner is written as a ``# @package _global_`` file that ``local=loader`` selects; the file
-is git-ignored because it describes this machine. Anything else on the command line is a Hydra
-override, as for ``lightspeed``.
+The winner is written to ``configs/local/loader_<data>.yaml`` (git-ignored: it describes this
+machine), one file per data config, so tuning ``data=hdf5`` leaves what the default data runs
+with alone. The file is a ``# @package _global_`` config that also selects its data config
+(``defaults: - override /data: <data>``): ``local=loader_hdf5`` means "data=hdf5, with the
+loader settings measured for it", so the knobs travel with the data they were measured on
+(a ``data=`` beside it on the command line would still win, as Hydra's command line always
+does: give one or the other). Hydra cannot instead pick the file by the data choice from
+inside ``local/``: defaults-list interpolation works only in the primary config. Anything else
+on the command line is a Hydra override, as for ``lightspeed``.
 """
 
 from __future__ import annotations
@@ -29,9 +36,9 @@ import time
 import warnings
 from pathlib import Path
 
+from measure import datamodule, quick_fit, samples_per_s
+
 ROOT = Path(__file__).resolve().parents[1]
-# only the speed monitor: checkpoints, logs and progress bars are not what is measured here
-QUIET = ["debug=quiet"]
 
 
 def ints(text: str) -> list[int]:
@@ -39,59 +46,20 @@ def ints(text: str) -> list[int]:
 
 
 def measure_loader(dm, batch_size: int, settings, max_batches: int, seconds: float) -> float:
-    """Samples/s of one pass over at most ``max_batches`` train batches (after 2 warm-up ones)."""
+    """Samples/s of the train loader with these settings (at most ``max_batches``/``seconds``)."""
     dm.batch_size, dm.loader = batch_size, settings
-    loader = dm.train_dataloader()
-    it = iter(loader)
-    samples, t0 = 0, None
-    for i, batch in enumerate(it):
-        if i == 2:  # worker start-up and first reads are not the steady state
-            t0 = time.perf_counter()
-        elif i > 2:
-            samples += len(batch[1])
-        if t0 is not None and (i >= max_batches + 2 or time.perf_counter() - t0 > seconds):
-            break
-    elapsed = time.perf_counter() - t0 if t0 else 0.0
-    del it  # shuts the workers down before the next setting starts its own
-    return samples / elapsed if elapsed > 0 and samples else 0.0
+    return samples_per_s(dm.train_dataloader(), max_batches, seconds)
 
 
-def measure_training(overrides: list[str], knobs: dict, steps: int, out_dir: str) -> dict:
-    """SpeedMonitor summary of ``steps`` real training steps with the given ``data.*`` knobs."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from lightspeed.build import build
-    from lightspeed.callbacks.speed import SpeedMonitor
-    from lightspeed.cli import compose
-
-    extra = [f"data.{k}={v}" for k, v in knobs.items()]
-    extra += [
-        f"trainer.limit_train_batches={steps}",
-        "trainer.max_epochs=1",
-        "trainer.limit_val_batches=0",
-        "trainer.accelerator=cpu",
-    ]
-    cfg = compose(
-        [*overrides, *QUIET, *extra, f"paths.output_dir={out_dir}"], return_hydra_config=True
-    )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("lightning"):  # Lightning sets its own INFO levels on import
-            logging.getLogger(name).setLevel(logging.WARNING)
-    built = build(cfg, out_dir)
-    built.trainer.fit(built.module, datamodule=built.datamodule)
-    monitor = next(cb for cb in built.callbacks if isinstance(cb, SpeedMonitor))
-    return monitor.summary
-
-
-def write_local(path: Path, best: dict, note: str) -> None:
+def write_local(path: Path, data: str, best: dict, note: str) -> None:
+    """The ``local=loader_<data>`` config: selects ``data`` with the ``best`` loader knobs."""
     lines = [
         "# @package _global_",
         f"# Written by `make tune-loader` ({note}).",
-        "# Loader settings measured fastest on this machine; select with `local=loader`.",
+        f"# data={data} with the loader settings measured fastest for it on this machine;",
+        f"# select both with `local={path.stem}`.",
+        "defaults:",
+        f"  - override /data: {data}",
         "data:",
         f"  num_workers: {best['num_workers']}",
     ]
@@ -125,22 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         default=0.1,
         help="prefer fewer workers unless more are faster by this fraction (timing noise)",
     )
-    ap.add_argument("--out", type=Path, default=ROOT / "configs/local/loader.yaml")
+    ap.add_argument("--out", type=Path, help="default: configs/local/loader_<data>.yaml")
     args, overrides = ap.parse_known_args(argv)
     bad = [o for o in overrides if o.startswith("-")]
     if bad:
         ap.error(f"unknown option(s) {bad}")
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("lightning.pytorch", "lightning.fabric", "lightspeed"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING)  # Lightning's own INFO levels: measure.build_run
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*`training_step` returned.*")
 
-    import hydra
     import torch
+    from hydra.core.hydra_config import HydraConfig
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from lightspeed import hardware
     from lightspeed.cli import precheck
@@ -151,9 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="tune_loader_")
     try:
-        cfg = precheck([*overrides, f"paths.output_dir={tmp}"])
-        dm = hydra.utils.instantiate(cfg.data)
-        dm.setup("fit")
+        precheck(overrides)  # one line for a bad override, before any data loads
+        dm = datamodule(overrides, tmp)
     except UserError as e:
         print(f"tune_loader: error: {e}", file=sys.stderr)
         return 2
@@ -162,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             "tune_loader: error: the data module has no `loader` settings to tune", file=sys.stderr
         )
         return 2
+    data = HydraConfig.get().runtime.choices["data"]
+    out = args.out or ROOT / f"configs/local/loader_{data}.yaml"
     cuda = torch.cuda.is_available()
     info = hardware.report()
     console.print(f"[bold]hardware:[/] {hardware.one_line(info)}")
@@ -205,24 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         for row in ranked[: args.top]:
             knobs = {k: row[k] for k in ("batch_size", "num_workers", "pin_memory")}
             knobs["prefetch_factor"] = row["prefetch_factor"] or "auto"
-            summary = measure_training(overrides, knobs, args.steps, tmp)
+            summary = quick_fit(
+                [*overrides, *(f"data.{k}={v}" for k, v in knobs.items())], args.steps, tmp
+            )
             sps = summary.get("samples_per_s") or 0.0
             console.print(f"  training {row_label(row)}: {sps:,.0f} samples/s")
             if sps > row.get("train_sps", 0.0):
                 row["train_sps"], row["data_wait_share"] = sps, summary.get("data_wait_share")
     best = choose(ranked[: args.top], args.tolerance)
 
-    table = Table(title="train loader settings (best first)")
-    for col in (
-        "batch",
-        "workers",
-        "prefetch",
-        "pin",
-        "loader samples/s",
-        "train samples/s",
-        "data wait",
-    ):
-        table.add_column(col, justify="right")
+    cols = ["batch", "workers", "prefetch", "pin", "loader samples/s", "train samples/s"]
+    cols.append("data wait")
+    table = Table(*(Column(c, justify="right") for c in cols), title="train loader settings")
     for r in ranked:
         table.add_row(
             str(r["batch_size"]),
@@ -236,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     console.print(table)
     note = f"{info['cpu']}, {info['cpu_usable_cores']} usable cores, {time.strftime('%Y-%m-%d')}"
-    write_local(args.out, best, note)
+    write_local(out, data, best, note)
     console.print(
-        f"best: {row_label(best)} → wrote {args.out} (use it: lightspeed local=loader); "
+        f"best: {row_label(best)} → wrote {out} (use it: lightspeed local={out.stem}); "
         f"{time.perf_counter() - t_start:.0f} s"
     )
     return 0
