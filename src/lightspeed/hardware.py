@@ -52,6 +52,14 @@ def cpu_has_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _physical_cores() -> int | None:
     try:
         with open("/proc/cpuinfo") as f:
@@ -86,8 +94,6 @@ def versions() -> dict[str, str]:
 def report() -> dict:
     """A JSON-able description of this machine and software stack."""
     import torch
-
-    from lightspeed.data.loading import usable_cores
 
     info: dict = {
         "cpu": _cpu_model(),

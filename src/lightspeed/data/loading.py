@@ -1,9 +1,12 @@
-"""Resolves DataLoader knobs given as ``auto`` into numbers for this machine, with the reason.
+"""The loader knobs' rules: which combinations make sense, and what ``auto`` means here.
 
-Rules (the seed posts' advice, measured in ``benchmarks/results/``):
+Torch-free, so the config check can call :func:`check_loader_settings` before anything heavy is
+imported; :class:`~lightspeed.data.base.ImageDataModule` calls the same function.
+
+``auto`` (the seed posts' advice, measured in ``benchmarks/results/``):
 - in-memory batches need no worker processes: ``num_workers=0``;
 - file-backed data: about half the usable cores (leave the rest to the training step), capped;
-- ``pin_memory`` only helps host→GPU copies, so only when a CUDA device trains;
+- ``pin_memory`` only helps host→GPU copies, so only when a CUDA device trains from a DataLoader;
 - ``persistent_workers`` whenever there are workers (no re-fork every epoch);
 - ``prefetch_factor`` only means something with workers.
 """
@@ -11,26 +14,59 @@ Rules (the seed posts' advice, measured in ``benchmarks/results/``):
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from lightspeed.errors import ConfigError
+from lightspeed.hardware import usable_cores
 
 log = logging.getLogger(__name__)
 
 MAX_AUTO_WORKERS = 8
+# Each worker is a process with its own copy of the data set object and prefetched batches;
+# beyond a few per core they only compete for the same cores and memory.
+MAX_WORKERS_PER_CORE = 4
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+def check_loader_settings(**settings: Any) -> None:
+    """Refuses loader knobs that contradict each other or this machine, in one line.
+
+    Only the rules whose keys are in ``settings`` are checked; other keys are ignored, so a
+    whole ``data`` config can be passed. ``num_workers=auto`` breaks no rule here; the count it
+    resolves to is checked again by :func:`resolve_loader_settings`.
+
+    Raises:
+        ConfigError: naming the key, its value and the fix.
+    """
+    workers = settings.get("num_workers", "auto")
+    if isinstance(workers, int) and not isinstance(workers, bool):
+        _check_against_workers(workers, f"data.num_workers={workers}", settings)
+
+
+def _check_against_workers(workers: int, shown: str, settings: dict[str, Any]) -> None:
+    prefetch = settings.get("prefetch_factor", "auto")
+    if workers == 0 and prefetch not in ("auto", None):
+        raise ConfigError(
+            f"data.prefetch_factor={prefetch} needs worker processes but {shown}; "
+            "set data.num_workers>0 or data.prefetch_factor=auto"
+        )
+    if workers == 0 and settings.get("persistent_workers") is True:
+        raise ConfigError(
+            f"data.persistent_workers=true keeps worker processes alive but {shown}; "
+            "set data.num_workers>0 or data.persistent_workers=auto"
+        )
+    cores = usable_cores()
+    if workers > MAX_WORKERS_PER_CORE * cores:
+        raise ConfigError(
+            f"data.num_workers={workers} is more than {MAX_WORKERS_PER_CORE}x the {cores} usable "
+            f"cores of this machine; use at most {MAX_WORKERS_PER_CORE * cores} (or auto)"
+        )
 
 
 @dataclass
 class LoaderSettings:
+    """Concrete DataLoader knobs, with the reasons the ``auto`` ones got their values."""
+
     num_workers: int
     pin_memory: bool
     persistent_workers: bool
@@ -49,14 +85,26 @@ class LoaderSettings:
 
 
 def resolve_loader_settings(
-    num_workers: int | str = "auto",
-    pin_memory: bool | str = "auto",
-    persistent_workers: bool | str = "auto",
-    prefetch_factor: int | str | None = "auto",
-    in_memory: bool = False,
-    cuda: bool = False,
+    num_workers: int | str,
+    pin_memory: bool | str,
+    persistent_workers: bool | str,
+    prefetch_factor: int | str | None,
+    in_memory: bool,
+    cuda: bool,
 ) -> LoaderSettings:
-    """Turns ``auto`` values into concrete ones; explicit values are checked and kept."""
+    """Turns ``auto`` values into concrete ones for this machine; explicit values are kept.
+
+    Args:
+        num_workers, pin_memory, persistent_workers, prefetch_factor: the knobs as configured.
+        in_memory: the data is held as tensors (batches are indexed in-process).
+        cuda: a CUDA device trains from batches that start on the host.
+    """
+    check_loader_settings(
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers,
+        prefetch_factor=prefetch_factor,
+    )
     reasons = []
     cores = usable_cores()
     if num_workers == "auto":
@@ -68,6 +116,8 @@ def resolve_loader_settings(
             reasons.append(
                 f"num_workers={num_workers}: half of {cores} usable cores (cap {MAX_AUTO_WORKERS})"
             )
+        knobs = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor}
+        _check_against_workers(num_workers, "data.num_workers=auto is 0 for in-memory data", knobs)
     elif num_workers > cores:
         log.warning(
             "data.num_workers=%d is more than the %d usable cores; using it anyway, "
@@ -75,18 +125,15 @@ def resolve_loader_settings(
             num_workers,
             cores,
         )
-    if prefetch_factor not in ("auto", None) and num_workers == 0:
-        raise ConfigError(
-            f"data.prefetch_factor={prefetch_factor} needs worker processes but data.num_workers=0; "
-            "set data.num_workers>0 or data.prefetch_factor=auto"
-        )
     if prefetch_factor == "auto":
         prefetch_factor = 2 if num_workers > 0 else None
     if pin_memory == "auto":
-        pin_memory = bool(cuda and not in_memory)
+        # the in-memory loader hands out batches already where the data lives; pinning would
+        # cost a copy per batch for nothing
+        pin_memory = bool(cuda and not (in_memory and num_workers == 0))
         reasons.append(
             f"pin_memory={pin_memory}: "
-            + ("host→GPU copies" if pin_memory else "no host→GPU copies through workers")
+            + ("host→GPU copies" if pin_memory else "no host→GPU copies from a DataLoader")
         )
     if persistent_workers == "auto":
         persistent_workers = num_workers > 0
