@@ -1,6 +1,6 @@
 """Resizes a whole image folder once, offline, so training never resizes (or decodes big files).
 
-    python scripts/resize_images.py SRC DST --size 64 [64] [--format png] [--workers 2]
+    .venv/bin/python scripts/resize_images.py SRC DST --size 64 [64] [--format png] [--workers 2]
 
 The tree under SRC (``train/<class>/...`` and so on) is mirrored under DST with every image
 resized to ``--size`` (H W). Paying this once beats paying it every epoch in every worker; the
@@ -16,7 +16,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+from lightspeed.data.image_folder import list_images
 
 
 def resize_one(job: tuple[Path, Path, tuple[int, int], str | None]) -> str | None:
@@ -43,12 +43,11 @@ def resize_one(job: tuple[Path, Path, tuple[int, int], str | None]) -> str | Non
 
 def plan(src: Path, dst: Path, size: tuple[int, int], fmt: str | None, mode: str | None) -> list:
     jobs = []
-    for p in sorted(src.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-            target = dst / p.relative_to(src)
-            if fmt:
-                target = target.with_suffix("." + fmt)
-            jobs.append((p, target, size, mode))
+    for p in list_images(src):
+        target = dst / p.relative_to(src)
+        if fmt:
+            target = target.with_suffix("." + fmt)
+        jobs.append((p, target, size, mode))
     return jobs
 
 

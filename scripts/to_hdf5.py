@@ -1,9 +1,12 @@
 """Converts Fashion-MNIST, MNIST or an image folder into one HDF5 file for ``data=hdf5``.
 
-    python scripts/to_hdf5.py --source fashion_mnist --out data/fashion_mnist.h5
-    python scripts/to_hdf5.py --source mnist --out data/mnist.h5 --compression lzf
-    python scripts/to_hdf5.py --source folder --folder path/to/images --size 64 --channels 3 \\
-        --out data/images.h5
+    .venv/bin/python scripts/to_hdf5.py --source fashion_mnist --out data/fashion_mnist.h5
+    .venv/bin/python scripts/to_hdf5.py --source mnist --out data/mnist.h5 --compression lzf
+    .venv/bin/python scripts/to_hdf5.py --source folder --folder path/to/images --size 64 \\
+        --channels 3 --out data/images.h5
+
+The IDX files are found as ``data=fashion_mnist`` finds them: only in ``--data-dir`` when it
+is given, else in ``--cache-dir`` (default ``data/``) and then the system copy.
 
 An image folder holds one subfolder per class (``cat/``, ``dog/``...), either directly or under
 ``train/`` and ``test/``; without ``test/`` a ``--test-fraction`` of each class is held out
@@ -22,45 +25,30 @@ import numpy as np
 
 from lightspeed.data.hdf5 import write_hdf5
 from lightspeed.data.idx import read_idx_pair
+from lightspeed.data.image_folder import list_images, open_image
 from lightspeed.data.sources import SOURCES, locate
 from lightspeed.errors import UserError
 
 log = logging.getLogger("to_hdf5")
 
-FASHION_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
-
-def from_idx(name: str, data_dir: str) -> tuple[dict, list[str]]:
+def from_idx(name: str, data_dir: str | None, cache_dir: str) -> tuple[dict, list[str]]:
     """The train/test arrays of an IDX data set found by :func:`lightspeed.data.sources.locate`."""
-    files = locate(SOURCES[name], data_dir, download=False)
-    splits = {split: read_idx_pair(*files[split]) for split in ("train", "test")}
-    names = FASHION_CLASSES if name == "fashion_mnist" else [str(d) for d in range(10)]
-    return splits, names
+    found = locate(SOURCES[name], data_dir, cache_dir, download=False)
+    splits = {split: read_idx_pair(*found.files[split]) for split in ("train", "test")}
+    return splits, list(SOURCES[name].class_names)
 
 
 def load_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray | None:
     """``[C, H, W]`` uint8 of one image resized to ``size`` (H, W), or None if unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+        im = open_image(path, mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for bad files
         log.warning("skipping unreadable image %s (%s)", path, e)
         return None
+    a = np.asarray(im, dtype=np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
@@ -68,12 +56,7 @@ def read_classes(root: Path, classes: list[str], size, mode) -> tuple[list, list
     images, labels, skipped = [], [], 0
     for label, name in enumerate(classes):
         folder = root / name
-        files = (
-            sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if folder.is_dir()
-            else []
-        )
-        for p in files:
+        for p in list_images(folder) if folder.is_dir() else []:
             a = load_image(p, size, mode)
             if a is None:
                 skipped += 1
@@ -122,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         "--source", choices=["fashion_mnist", "mnist", "folder"], default="fashion_mnist"
     )
     ap.add_argument("--out", required=True, help="HDF5 file to write")
-    ap.add_argument("--data-dir", default="data", help="searched first for the IDX files")
+    ap.add_argument("--data-dir", help="a folder holding the IDX files (then only it is used)")
+    ap.add_argument("--cache-dir", default="data", help="searched before the system copy")
     ap.add_argument("--folder", help="image folder (with --source folder)")
     ap.add_argument("--size", type=int, nargs="+", default=[28], help="H [W] for folder images")
     ap.add_argument("--channels", type=int, choices=[1, 3], default=3)
@@ -142,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             source = f"folder:{Path(args.folder).resolve()}"
         else:
-            splits, classes = from_idx(args.source, args.data_dir)
+            splits, classes = from_idx(args.source, args.data_dir, args.cache_dir)
             source = args.source
         compression = None if args.compression == "none" else args.compression
         out = write_hdf5(args.out, splits, source, classes, args.chunk, compression)

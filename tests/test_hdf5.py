@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from lightspeed.config import validate
-from lightspeed.data.fashion_mnist import IdxDataModule
 from lightspeed.data.hdf5 import Hdf5DataModule, Hdf5Dataset, inspect_file, write_hdf5
 from lightspeed.data.idx import write_idx
+from lightspeed.data.idx_datamodule import IdxDataModule
 from lightspeed.errors import ConfigError, DataError
 
 h5py = pytest.importorskip("h5py")
@@ -78,9 +78,7 @@ def collect(loader) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_same_samples_as_in_memory_path(idx_dir: Path, h5_file: Path, workers: int) -> None:
-    memory = IdxDataModule(
-        data_dir=str(idx_dir), download=False, val_size=VAL, flip=False, eval_batch_size=50
-    )
+    memory = IdxDataModule(data_dir=str(idx_dir), val_size=VAL, flip=False, eval_batch_size=50)
     memory.setup()
     dm = Hdf5DataModule(
         path=str(h5_file),
@@ -102,7 +100,7 @@ def test_same_samples_as_in_memory_path(idx_dir: Path, h5_file: Path, workers: i
         dm.dataset("train"), batch_size=64, collate_fn=lambda b: b, num_workers=workers
     )
     x, y = collect(ordered)
-    xm, ym = memory._splits["train"]
+    xm, ym = memory.tensors("train")
     assert torch.equal(x, xm) and torch.equal(y, ym)
 
 
@@ -156,9 +154,8 @@ def test_stats_computed_when_file_has_none(tmp_path: Path, arrays) -> None:
 
 
 def test_missing_file_says_how_to_make_it(tmp_path: Path) -> None:
-    dm = Hdf5DataModule(path=str(tmp_path / "nope.h5"), num_workers=0)
-    with pytest.raises(DataError, match=r"not found.*scripts/to_hdf5\.py"):
-        dm.setup()
+    with pytest.raises(DataError, match=r"not found.*\.venv/bin/python scripts/to_hdf5\.py"):
+        Hdf5DataModule(path=str(tmp_path / "nope.h5"), num_workers=0)
 
 
 def test_missing_key_lists_present_keys(tmp_path: Path) -> None:
@@ -174,12 +171,28 @@ def test_corrupt_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.h5"
     path.write_bytes(b"this is not hdf5" * 10)
     with pytest.raises(DataError, match="not an HDF5 file"):
-        Hdf5DataModule(path=str(path), num_workers=0).setup()
+        Hdf5DataModule(path=str(path), num_workers=0)
 
 
-def test_val_size_too_large(h5_file: Path) -> None:
-    with pytest.raises(ConfigError, match="val_size"):
-        Hdf5DataModule(path=str(h5_file), val_size=N_TRAIN, num_workers=0).setup()
+def test_val_size_too_large_refused_when_made(h5_file: Path) -> None:
+    with pytest.raises(ConfigError, match=f"val_size={N_TRAIN} leaves no training images"):
+        Hdf5DataModule(path=str(h5_file), val_size=N_TRAIN, num_workers=0)
+
+
+def test_default_val_size_fits_a_small_file_and_shape_comes_from_the_header(h5_file: Path):
+    dm = Hdf5DataModule(path=str(h5_file), num_workers=0)
+    assert (dm.num_classes, dm.in_channels, dm.image_size) == (10, 1, [28, 28])
+    assert dm.class_names == [str(i) for i in range(10)]
+    dm.setup()
+    assert len(dm.dataset("val")) == round(0.1 * N_TRAIN)
+    assert len(dm.dataset("train")) == N_TRAIN - round(0.1 * N_TRAIN)
+    info = dm.source_info
+    assert info["files"] == [h5_file.name] and len(info["sha256"]) == 64
+
+
+def test_mean_without_std_refused(h5_file: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.mean and data\.std go together"):
+        Hdf5DataModule(path=str(h5_file), mean=0.3)
 
 
 def compose_data(tmp_path: Path, *overrides: str):
@@ -194,14 +207,12 @@ def test_config_composes_and_checks(tmp_path: Path) -> None:
     validate(cfg)
     with pytest.raises(ConfigError, match=r"data\.num_workers"):
         validate(compose_data(tmp_path, "data=hdf5", "data.num_workers=-1"))
-    with pytest.raises(ConfigError, match=r"data\.mean and data\.std"):
-        validate(compose_data(tmp_path, "data=hdf5", "data.mean=0.3"))
     with pytest.raises(ConfigError, match=r"unknown key 'data\.pth'"):
         validate(compose_data(tmp_path, "data=hdf5", "+data.pth=x"))
 
 
 def test_auto_workers_is_half_the_cores(h5_file: Path) -> None:
-    from lightspeed.data.loading import usable_cores
+    from lightspeed.hardware import usable_cores
 
     dm = Hdf5DataModule(path=str(h5_file))
     assert dm.loader.num_workers == max(1, min(usable_cores() // 2, 8))

@@ -1,4 +1,5 @@
-"""Image-folder path: resize + normalise, the train/val split, and skipping an unreadable file."""
+"""Image-folder path: shape from the folder, resize + normalise, the train/val split, skipping an
+unreadable file, and one-line errors for folders that contradict the settings."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from lightspeed.config import validate
 from lightspeed.data.image_folder import ImageFolderDataModule
 from lightspeed.errors import ConfigError, DataError
 
@@ -50,7 +50,7 @@ def test_batches_resized_normalised_and_corrupt_file_skipped(image_root: Path, c
         num_workers=0,
     )
     dm.setup()
-    assert dm.classes == list(CLASSES) and dm.num_classes == 2
+    assert dm.class_names == list(CLASSES) and dm.num_classes == 2
     with caplog.at_level(logging.WARNING):
         seen = 0
         for x, y in dm.train_dataloader():
@@ -90,26 +90,86 @@ def test_all_unreadable_batch_fails_naming_the_problem(tmp_path: Path) -> None:
     folder = tmp_path / "bad" / "train" / "a"
     folder.mkdir(parents=True)
     (folder / "x.png").write_bytes(b"nope")
-    dm = ImageFolderDataModule(data_dir=str(tmp_path / "bad"), val_size=0, num_workers=0)
+    with pytest.raises(DataError, match="none of the images can be read"):
+        ImageFolderDataModule(data_dir=str(tmp_path / "bad"), val_size=0)  # size auto
+    dm = ImageFolderDataModule(
+        data_dir=str(tmp_path / "bad"), image_size=[4, 4], channels=1, val_size=0, num_workers=0
+    )
     dm.setup()
     with pytest.raises(DataError, match="unreadable"):
         next(iter(dm.train_dataloader()))
 
 
+def write_images(root: Path, shape: tuple[int, ...], per_class: int = 3, classes=CLASSES) -> Path:
+    rng = np.random.default_rng(1)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(("shape", "channels"), [((32, 32, 3), 3), ((20, 24), 1)])
+def test_shape_comes_from_the_first_image(tmp_path: Path, shape, channels: int) -> None:
+    """RGB 32x32 (or grayscale, any size) class folders need no shape settings."""
+    write_images(tmp_path / "train", shape, per_class=5)
+    dm = ImageFolderDataModule(data_dir=str(tmp_path), val_size=0.2, batch_size=4, num_workers=0)
+    assert dm.in_channels == channels and dm.image_size == list(shape[:2])
+    assert dm.num_classes == 2 and dm.class_names == list(CLASSES)
+    dm.setup()
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, channels, *shape[:2])
+    assert len(dm.dataset("val")) == 2 and len(dm.dataset("test")) == 2  # test falls back to val
+    info = dm.source_info
+    assert info["files"] == ["train"] and info["num_files"] == 10 and len(info["sha256"]) == 64
+
+
+def test_empty_class_folder_is_named(tmp_path: Path) -> None:
+    write_images(tmp_path / "train", (8, 8, 3))
+    (tmp_path / "train" / "zebra").mkdir()
+    with pytest.raises(DataError, match=r"train/zebra: class folder holds no images") as err:
+        ImageFolderDataModule(data_dir=str(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_val_class_missing_from_train_is_named(tmp_path: Path) -> None:
+    write_images(tmp_path / "train", (8, 8, 3))
+    write_images(tmp_path / "val", (8, 8, 3), classes=("cat", "cow"))
+    with pytest.raises(DataError, match=r"val/cow: class 'cow' has no folder in .*train"):
+        ImageFolderDataModule(data_dir=str(tmp_path))
+
+
+def test_val_labels_follow_train_classes(tmp_path: Path) -> None:
+    write_images(tmp_path / "train", (8, 8, 3))
+    write_images(tmp_path / "val", (8, 8, 3), per_class=2, classes=("dog",))
+    dm = ImageFolderDataModule(data_dir=str(tmp_path), num_workers=0)
+    dm.setup()
+    labels = torch.cat([y for _, y in dm.val_dataloader()])
+    assert labels.tolist() == [CLASSES.index("dog")] * 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"image_size": [0, 4]}, "data.image_size=[0, 4] must be [height, width]"),
+        ({"mean": [0.1, 0.2]}, "data.mean=[0.1, 0.2] needs 1 or 3 values"),
+        ({"std": 0.0}, "data.std=0.0 must be > 0"),
+        ({"val_size": 6}, "data.val_size=6 leaves no training images of the 6"),
+        ({"val_size": 1.5}, "data.val_size=1.5 must be a count >= 0 or a fraction < 1"),
+        ({"num_workers": 0, "prefetch_factor": 4}, "data.prefetch_factor=4 needs worker"),
+    ],
+)
+def test_settings_that_contradict_the_folder(tmp_path: Path, settings: dict, fragment: str):
+    write_images(tmp_path / "train", (8, 8, 3))
+    with pytest.raises(ConfigError) as err:
+        ImageFolderDataModule(data_dir=str(tmp_path), **settings)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
 def test_missing_train_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="train/<class>"):
-        ImageFolderDataModule(data_dir=str(tmp_path), num_workers=0).setup()
-
-
-def test_schema(tmp_path: Path) -> None:
-    from lightspeed.cli import compose
-
-    base = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run", "data=image_folder"]
-    validate(compose(base))
-    with pytest.raises(ConfigError, match=r"data\.mean"):
-        validate(compose([*base, "data.mean=[0.1,0.2]"]))
-    with pytest.raises(ConfigError, match=r"data\.image_size"):
-        validate(compose([*base, "data.image_size=[0,4]"]))
+        ImageFolderDataModule(data_dir=str(tmp_path))
 
 
 def test_resize_images_script(image_root: Path, tmp_path: Path) -> None:

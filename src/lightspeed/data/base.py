@@ -1,17 +1,256 @@
-"""What every DataModule here shares: four loaders from one ``_loader(split, train)``."""
+"""The base of every DataModule here: the loader knobs, their ``auto`` values, and the loaders.
+
+A DataModule for another data set subclasses :class:`ImageDataModule` and writes two things:
+
+- ``__init__``: its own settings (annotated, documented in its docstring), then
+  ``super().__init__(**kwargs)``, then the data shape: ``num_classes``, ``in_channels``,
+  ``image_size`` and ``class_names``, from metadata, a file header or a folder listing (no
+  full load: the model config reads them through ``${data:...}`` before training starts);
+- ``load_splits()``: reads the data once and hands over ``train``, ``val`` and ``test`` with
+  :meth:`~ImageDataModule.set_split`, each as ``(images, labels)`` tensors (held in memory,
+  batches indexed in-process) or as a ``Dataset`` (read by DataLoader workers), and says where
+  the data came from with :meth:`~ImageDataModule.record_source`.
+
+The rest is here: the train/val carve (:meth:`~ImageDataModule.split_rows`), batched
+augmentation, and the choice between :class:`~lightspeed.data.memory.InMemoryBatchLoader`
+(tensors, ``num_workers`` 0) and a ``DataLoader`` (a data set, or tensors with workers).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
 
 import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from lightspeed.constraints import NonNegativeInt, PositiveInt, UnitInterval
+from lightspeed.data.augment import BatchAugment
+from lightspeed.data.batches import BatchCollate, BatchDataset, TensorBatchDataset, pass_through
+from lightspeed.data.loading import LoaderSettings, check_loader_settings, resolve_loader_settings
+from lightspeed.data.memory import InMemoryBatchLoader
+from lightspeed.data.stats import files_checksum, listing_checksum
+from lightspeed.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
 
 
-class SplitDataModule(L.LightningDataModule):
-    """Train/val/test/predict loaders built by the subclass's ``_loader``; predict reads test."""
+class ImageDataModule(L.LightningDataModule):
+    """Loader knobs and loaders shared by every image classification DataModule here.
 
-    def _loader(self, split: str, train: bool) -> Any:
-        raise NotImplementedError
+    Args:
+        batch_size: training batch size per device.
+        eval_batch_size: batch size of validation, test and predict (no gradients: larger is
+            free speed).
+        num_workers: DataLoader worker processes, or ``auto``: 0 for data held in memory, about
+            half the usable cores for data read from files. ``> 0`` on in-memory data switches
+            from the in-memory batch loader to a DataLoader over the same tensors.
+        pin_memory: page-locked batches for faster host→GPU copies, or ``auto``: only when a
+            CUDA device trains from a DataLoader.
+        persistent_workers: keep the workers between epochs, or ``auto``: whenever there are
+            workers.
+        prefetch_factor: batches each worker loads ahead, or ``auto``: 2 with workers.
+        drop_last: drop the last incomplete training batch.
+        val_size: training images held out for validation (when the data has no validation
+            split of its own): a count, or a fraction < 1 of the training images.
+        flip: random left-right flips of training batches.
+        crop_padding: random crops of training batches after this many pixels of reflect
+            padding; 0 turns cropping off.
+        seed: base seed of the in-memory loader's per-epoch order and augmentation.
+        split_seed: seed of the train/val split, kept apart from ``seed`` so that the split is
+            the same whatever the run seed.
+
+    Attributes:
+        num_classes, in_channels, image_size, class_names: the data shape (set by the
+            subclass; see :class:`lightspeed.contracts.DataModuleContract`).
+        source_info: where the data came from, set by :meth:`setup`: ``path``, ``files``,
+            ``sha256`` and what the checksum ``covers``.
+        in_memory: class attribute; True when ``load_splits`` hands over tensors, which makes
+            ``num_workers=auto`` mean 0.
+    """
+
+    in_memory: bool = False
+
+    def __init__(
+        self,
+        batch_size: PositiveInt = 256,
+        eval_batch_size: PositiveInt = 1024,
+        num_workers: NonNegativeInt | Literal["auto"] = "auto",
+        pin_memory: bool | Literal["auto"] = "auto",
+        persistent_workers: bool | Literal["auto"] = "auto",
+        prefetch_factor: PositiveInt | Literal["auto"] = "auto",
+        drop_last: bool = False,
+        val_size: NonNegativeInt | UnitInterval = 0.1,
+        flip: bool = False,
+        crop_padding: NonNegativeInt = 0,
+        seed: int = 0,
+        split_seed: int = 12345,
+    ) -> None:
+        super().__init__()
+        self._knobs = {
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers,
+            "prefetch_factor": prefetch_factor,
+        }
+        check_loader_settings(**self._knobs)
+        if val_size < 0 or (isinstance(val_size, float) and val_size >= 1):
+            raise ConfigError(f"data.val_size={val_size} must be a count >= 0 or a fraction < 1")
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.drop_last, self.val_size = drop_last, val_size
+        self.augment = BatchAugment(flip=flip, crop_padding=crop_padding)
+        self.seed, self.split_seed = seed, split_seed
+        self.data_device = "cpu"  # where tensor splits live; a GPU-resident subclass sets cuda
+        self.num_classes: int = 0
+        self.in_channels: int = 0
+        self.image_size: list[int] = []
+        self.class_names: list[str] = []
+        self.source_info: dict[str, Any] | None = None
+        self._splits: dict[str, tuple[Tensor, Tensor] | Dataset] = {}
+
+    # --- what a subclass writes -------------------------------------------------------------
+
+    def load_splits(self) -> None:
+        """Reads the data and calls :meth:`set_split` for train, val and test (once per run)."""
+        raise NotImplementedError(f"{type(self).__name__} must define load_splits()")
+
+    def set_split(self, name: str, data: tuple[Tensor, Tensor] | Dataset) -> None:
+        """Hands over split ``name`` (train, val or test).
+
+        Args:
+            name: ``train``, ``val`` or ``test`` (predict reads test).
+            data: ``(images [N, C, H, W] float, labels [N] int64)`` held in memory, or a
+                ``Dataset`` of ``(image, label)`` samples (or a :class:`BatchDataset`).
+        """
+        if name not in SPLITS:
+            raise ValueError(f"split {name!r} is not one of {SPLITS}")
+        if isinstance(data, tuple):
+            x, y = data
+            if x.ndim != 4 or len(x) != len(y):
+                raise DataError(
+                    f"{name} split: images {tuple(x.shape)} and labels {len(y)} do not fit"
+                )
+            self._check_shape(name, x, y)
+        self._splits[name] = data
+
+    def record_source(
+        self, path: str | Path, files: Sequence[Path], by_listing: bool = False, **extra: Any
+    ) -> None:
+        """Sets :attr:`source_info` and logs it in one line.
+
+        Args:
+            path: the folder the data came from.
+            files: the files read, below ``path``.
+            by_listing: checksum the files' names and sizes instead of their bytes (many
+                small files, e.g. images); ``files`` then lists only the top-level folders.
+            **extra: more keys for :attr:`source_info`.
+        """
+        root = Path(path)
+        names = [f.relative_to(root) if f.is_relative_to(root) else f for f in files]
+        if by_listing:
+            digest, covers = listing_checksum(root, list(files)), "names and sizes"
+            shown = sorted({n.parts[0] for n in names})
+        else:
+            digest, covers = files_checksum(list(files))
+            shown = [str(n) for n in names]
+        self.source_info = {
+            "path": str(root),
+            "files": shown,
+            "num_files": len(files),
+            "sha256": digest,
+            "covers": covers,
+            **extra,
+        }
+        details = "".join(f", {k} {v}" for k, v in extra.items())
+        log.info(
+            "data source: %s (%d files, sha256 %s of %s%s)",
+            root,
+            len(files),
+            digest[:16],
+            covers,
+            details,
+        )
+
+    # --- helpers for load_splits -------------------------------------------------------------
+
+    def val_count(self, n: int, where: str = "the training set") -> int:
+        """How many of ``n`` training images ``val_size`` holds out; refuses leaving none."""
+        n_val = round(n * self.val_size) if isinstance(self.val_size, float) else self.val_size
+        if not 0 <= n_val < n:
+            raise ConfigError(
+                f"data.val_size={self.val_size} leaves no training images of the {n} in {where}; "
+                f"use a count below {n} or a fraction < 1"
+            )
+        return n_val
+
+    def split_rows(self, n: int, where: str = "the training set") -> tuple[Tensor, Tensor]:
+        """``(train_rows, val_rows)``: :meth:`val_count` of ``n`` rows, drawn with ``split_seed``.
+
+        The same ``n``, ``val_size`` and ``split_seed`` give the same rows in every module.
+        """
+        n_val = self.val_count(n, where)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        return perm[n_val:], perm[:n_val]
+
+    # --- what the trainer and scripts use ----------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        """Loads the splits once (later stages reuse them)."""
+        if self._splits:
+            return
+        if self.augment.crop_padding and self.augment.crop_padding >= min(self.image_size):
+            raise ConfigError(
+                f"data.crop_padding={self.augment.crop_padding} must be smaller than the "
+                f"images ({self.image_size[0]}x{self.image_size[1]})"
+            )
+        self.load_splits()
+        missing = [s for s in SPLITS if s not in self._splits]
+        if missing:
+            raise NotImplementedError(f"{type(self).__name__}.load_splits set no {missing} split")
+        sizes = " / ".join(f"{len(self.dataset(s))} {s}" for s in SPLITS)
+        log.info(
+            "%s: %s images of %dx%dx%d, %d classes",
+            type(self).__name__,
+            sizes,
+            self.in_channels,
+            *self.image_size,
+            self.num_classes,
+        )
+
+    def tensors(self, split: str) -> tuple[Tensor, Tensor]:
+        """``(images, labels)`` of a split held in memory (after :meth:`setup`)."""
+        data = self._split(split)
+        if not isinstance(data, tuple):
+            raise TypeError(f"{type(self).__name__} reads {split} from files; use dataset()")
+        return data
+
+    def dataset(self, split: str) -> Dataset:
+        """Split ``train``/``val``/``test`` as a ``Dataset`` (after :meth:`setup`)."""
+        data = self._split(split)
+        return TensorBatchDataset(*data) if isinstance(data, tuple) else data
+
+    @functools.cached_property
+    def loader(self) -> LoaderSettings:
+        """The loader knobs with ``auto`` resolved for this machine (and the reasons)."""
+        cuda = torch.cuda.is_available() and not self.data_device.startswith("cuda")
+        return resolve_loader_settings(**self._knobs, in_memory=self.in_memory, cuda=cuda)
+
+    @property
+    def uses_memory_loader(self) -> bool:
+        """True when training batches come from :class:`InMemoryBatchLoader`."""
+        return self.in_memory and self.loader.num_workers == 0
+
+    # Stacks a list of samples into a batch, for data sets that are not batch-at-a-time. A plain
+    # function (not a method), so that a worker process is not sent the whole DataModule.
+    collate_samples = staticmethod(default_collate)
 
     def train_dataloader(self) -> Any:
         return self._loader("train", train=True)
@@ -24,3 +263,56 @@ class SplitDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> Any:
         return self._loader("test", train=False)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _split(self, split: str) -> tuple[Tensor, Tensor] | Dataset:
+        if split not in self._splits:
+            raise RuntimeError(f"no {split!r} split: call setup() first (splits: {SPLITS})")
+        return self._splits[split]
+
+    def _check_shape(self, name: str, x: Tensor, y: Tensor) -> None:
+        want = (self.in_channels, *self.image_size)
+        if tuple(x.shape[1:]) != want:
+            raise DataError(
+                f"{name} split holds images of {tuple(x.shape[1:])} but "
+                f"{type(self).__name__} declares in_channels x image_size = {want}"
+            )
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < self.num_classes:
+            raise DataError(
+                f"{name} split has labels {int(y.min())}..{int(y.max())} but "
+                f"num_classes={self.num_classes}"
+            )
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, split: str, train: bool) -> Any:
+        data = self._split(split)
+        batch_size = self.batch_size if train else self.eval_batch_size
+        augment = self.augment if train else None
+        if isinstance(data, tuple) and self.uses_memory_loader:
+            rank, world = self._rank() if train else (0, 1)
+            return InMemoryBatchLoader(
+                *data,
+                batch_size,
+                shuffle=train,
+                drop_last=self.drop_last and train,
+                augment=augment,
+                seed=self.seed,
+                rank=rank,
+                world_size=world,
+            )
+        dataset = TensorBatchDataset(*data) if isinstance(data, tuple) else data
+        collate = pass_through if isinstance(dataset, BatchDataset) else self.collate_samples
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=self.drop_last and train,
+            collate_fn=BatchCollate(collate, augment),
+            **self.loader.as_kwargs(),
+        )

@@ -1,8 +1,13 @@
 """Images in class subfolders, decoded and resized per sample by DataLoader workers.
 
-Layout: ``<data_dir>/train/<class>/*.png`` with optional ``val/`` and ``test/`` beside it (same
-class names). Without ``val/``, ``val_size`` of the training images are held out (fixed
-``split_seed``); without ``test/``, testing uses the validation images.
+Layout: ``<data_dir>/train/<class>/*.png`` with optional ``val/`` and ``test/`` beside it (the
+same class names, or some of them). Without ``val/``, ``val_size`` of the training images are
+held out (fixed ``split_seed``); without ``test/``, testing uses the validation images.
+
+The data shape comes from a listing of ``train/`` and the header of its first image: classes
+are the subfolder names (sorted), and ``image_size``/``channels`` default to ``auto``, i.e. the
+first image's size, and 1 channel when it is grayscale, else 3. So a folder of RGB 32x32 (or
+any size) images trains with no shape settings at all.
 
 Unreadable images (truncated, corrupt, not an image) are **skipped**: each one is logged with
 its path when a worker first meets it, the batch it was in comes out smaller, and the total is
@@ -17,24 +22,32 @@ Decoding and resizing every image every epoch is the slow part; resize once offl
 
 from __future__ import annotations
 
-import functools
 import logging
 import multiprocessing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 from torch.utils.data._utils.collate import default_collate
 
-from lightspeed.data.base import SplitDataModule
-from lightspeed.data.loading import resolve_loader_settings
+from lightspeed.data.base import ImageDataModule
 from lightspeed.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
-def open_image(path: str, mode: str):
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files below ``folder`` (any depth), sorted, by suffix."""
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+
+
+def open_image(path: str | Path, mode: str):
     """PIL image of ``path`` in ``mode`` (``L`` or ``RGB``), fully decoded here."""
     from PIL import Image
 
@@ -43,35 +56,29 @@ def open_image(path: str, mode: str):
 
 
 class SkippingImageFolder(Dataset):
-    """A torchvision ``ImageFolder`` whose unreadable images come back as ``None``.
+    """``(path, label)`` samples decoded and transformed on access; unreadable ones are ``None``.
 
     Args:
-        root: folder of class subfolders.
-        transform: transform applied to each decoded PIL image.
+        samples: image paths with their labels.
+        transform: applied to each decoded PIL image.
         mode: PIL mode the images are converted to.
+
     Unreadable files are marked in :attr:`unreadable`, one shared byte per image
     (``multiprocessing.Array``), so the main process sees what the workers met and a file
     counts once however many workers and epochs meet it.
     """
 
-    def __init__(self, root: str | Path, transform: Any, mode: str) -> None:
-        from torchvision.datasets import ImageFolder
-
-        self.folder = ImageFolder(str(root), loader=functools.partial(open_image, mode=mode))
-        self.transform = transform
-        self.unreadable = multiprocessing.Array("b", len(self.folder.samples))
-
-    @property
-    def classes(self) -> list[str]:
-        return self.folder.classes
+    def __init__(self, samples: list[tuple[Path, int]], transform: Any, mode: str) -> None:
+        self.samples, self.transform, self.mode = samples, transform, mode
+        self.unreadable = multiprocessing.Array("b", len(samples))
 
     def __len__(self) -> int:
-        return len(self.folder)
+        return len(self.samples)
 
     def __getitem__(self, i: int):
-        path, label = self.folder.samples[i]
+        path, label = self.samples[i]
         try:
-            image = self.folder.loader(path)
+            image = open_image(path, self.mode)
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for bad files
             if not self.unreadable[i]:  # warn once per file, not once per epoch
                 self.unreadable[i] = 1
@@ -91,133 +98,160 @@ def collate_skipping(batch: list):
     return default_collate(kept)
 
 
-class ImageFolderDataModule(SplitDataModule):
+class ImageFolderDataModule(ImageDataModule):
     """Class-subfolder images through DataLoaders with workers (see the module docstring).
 
     Args:
-        data_dir: folder holding ``train/`` (and optionally ``val/``, ``test/``).
-        image_size: ``[height, width]`` (or ``[side]``) every image is resized to.
-        channels: 1 (grayscale) or 3 (RGB).
-        mean, std: per-channel normalisation of pixels scaled to [0, 1] (one value = all).
-        val_size: without ``val/``: a fraction (< 1) or a count of training images.
-        batch_size, eval_batch_size: training / evaluation batch sizes.
-        num_workers, pin_memory, persistent_workers, prefetch_factor: DataLoader knobs or
-            ``auto``; ``num_workers=auto`` is about half the usable cores.
-        drop_last: drop the last incomplete training batch.
-        flip: random horizontal flips of training images.
-        split_seed: seed of the train/val split.
+        data_dir: folder holding ``train/<class>/`` (and optionally ``val/``, ``test/``).
+        image_size: ``[height, width]`` (or ``[side]``) every image is resized to, or
+            ``auto``: the size of the first training image.
+        channels: 1 (grayscale) or 3 (RGB), or ``auto``: 1 when the first training image is
+            grayscale (PIL mode ``L``), else 3.
+        mean: normalisation mean of pixels scaled to [0, 1]: one value for all channels, or
+            one per channel.
+        std: normalisation std, as ``mean``.
+        **kwargs: loader knobs of :class:`~lightspeed.data.base.ImageDataModule`
+            (``num_workers=auto`` is about half the usable cores: decoding is CPU work).
     """
+
+    # unreadable images come back as None and are left out of their batch
+    collate_samples = staticmethod(collate_skipping)
 
     def __init__(
         self,
         data_dir: str = "data/images",
-        image_size: list[int] | tuple[int, ...] = (64, 64),
-        channels: int = 3,
-        mean: list[float] | tuple[float, ...] = (0.5,),
-        std: list[float] | tuple[float, ...] = (0.5,),
-        val_size: float = 0.1,
-        batch_size: int = 64,
-        eval_batch_size: int = 256,
-        num_workers: int | str = "auto",
-        pin_memory: bool | str = "auto",
-        persistent_workers: bool | str = "auto",
-        prefetch_factor: int | str | None = "auto",
-        drop_last: bool = False,
-        flip: bool = True,
-        split_seed: int = 12345,
+        image_size: list[int] | Literal["auto"] = "auto",
+        channels: Literal[1, 3, "auto"] = "auto",
+        mean: float | list[float] = 0.5,
+        std: float | list[float] = 0.5,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
-        if channels not in (1, 3):
-            raise ConfigError(f"data.channels={channels} must be 1 or 3")
+        super().__init__(**kwargs)
+        if channels not in (1, 3, "auto"):
+            raise ConfigError(f"data.channels={channels} must be 1, 3 or auto")
+        if image_size != "auto" and not (
+            len(image_size) in (1, 2) and all(isinstance(s, int) and s > 0 for s in image_size)
+        ):
+            raise ConfigError(
+                f"data.image_size={image_size} must be [height, width] (or [side]) of ints > 0, "
+                "or auto"
+            )
         self.data_dir = Path(data_dir)
-        self.image_size = [int(image_size[0]), int(image_size[-1])]
-        self.channels = channels
-        self.mean = list(mean) * channels if len(mean) == 1 else list(mean)
-        self.std = list(std) * channels if len(std) == 1 else list(std)
-        self.val_size, self.batch_size, self.eval_batch_size = val_size, batch_size, eval_batch_size
-        self.drop_last, self.flip, self.split_seed = drop_last, flip, split_seed
-        self.loader = resolve_loader_settings(
-            num_workers,
-            pin_memory,
-            persistent_workers,
-            prefetch_factor,
-            in_memory=False,
-            cuda=torch.cuda.is_available(),
-        )
-        self.classes: list[str] = []
-        self.num_classes: int | None = None
-        self._datasets: dict[str, Dataset] = {}
+        train = self.data_dir / "train"
+        if not train.is_dir():
+            raise DataError(
+                f"no training images: expected {train}/<class>/<image files> "
+                "(set data.data_dir to the folder holding train/)"
+            )
+        self.class_names = sorted(d.name for d in train.iterdir() if d.is_dir())
+        if not self.class_names:
+            raise DataError(f"{train}: no class folders; expected {train}/<class>/<image files>")
+        self.num_classes = len(self.class_names)
+        splits = [s for s in ("train", "val", "test") if (self.data_dir / s).is_dir()]
+        self._samples = {split: self._list(split) for split in splits}
+        if "val" not in self._samples:
+            self.val_count(len(self._samples["train"]), str(train))
+        self.in_channels = 0 if channels == "auto" else channels
+        self.image_size = [0, 0] if image_size == "auto" else [image_size[0], image_size[-1]]
+        if "auto" in (image_size, channels):
+            first, (width, height), mode = self._first_image()
+            self.in_channels = self.in_channels or (1 if mode in GRAYSCALE_MODES else 3)
+            self.image_size = [height, width] if image_size == "auto" else self.image_size
+            log.info(
+                "%s: image_size %dx%d, %d channel(s) (auto: from %s, %dx%d, PIL mode %s)",
+                self.data_dir,
+                *self.image_size,
+                self.in_channels,
+                first.relative_to(self.data_dir),
+                height,
+                width,
+                mode,
+            )
+        self.mean = self._per_channel("mean", mean)
+        self.std = self._per_channel("std", std)
+        if min(self.std) <= 0:
+            raise ConfigError(f"data.std={std} must be > 0")
+
+    def _per_channel(self, key: str, value: float | list[float]) -> list[float]:
+        values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+        if len(values) == 1:
+            return values * self.in_channels
+        if len(values) != self.in_channels:
+            raise ConfigError(
+                f"data.{key}={list(value)} needs 1 or {self.in_channels} values "
+                f"(one per channel; the images have {self.in_channels})"
+            )
+        return values
+
+    def _list(self, split: str) -> list[tuple[Path, int]]:
+        """``(path, label)`` of every image under ``<data_dir>/<split>/<class>/``."""
+        root = self.data_dir / split
+        label = {name: i for i, name in enumerate(self.class_names)}
+        samples: list[tuple[Path, int]] = []
+        for folder in sorted(d for d in root.iterdir() if d.is_dir()):
+            if folder.name not in label:
+                raise DataError(
+                    f"{folder}: class '{folder.name}' has no folder in {self.data_dir}/train "
+                    f"(classes there: {', '.join(self.class_names)})"
+                )
+            files = list_images(folder)
+            if not files and split == "train":
+                raise DataError(
+                    f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                    "add some or remove the folder"
+                )
+            samples += [(path, label[folder.name]) for path in files]
+        if not samples:
+            raise DataError(f"{root}: no images in its class folders; add some or remove {root}")
+        return samples
+
+    def _first_image(self) -> tuple[Path, tuple[int, int], str]:
+        """Path, ``(width, height)`` and PIL mode of the first readable training image."""
+        from PIL import Image
+
+        for path, _ in self._samples["train"]:
+            try:
+                with Image.open(path) as im:  # reads the header only
+                    return path, im.size, im.mode
+            except (OSError, ValueError, SyntaxError):
+                continue
+        raise DataError(f"{self.data_dir}/train: none of the images can be read")
 
     @property
     def skipped_images(self) -> int:
         """Unreadable images met so far (by this process and its workers)."""
-        folders = {id(f): f for ds in self._datasets.values() for f in [getattr(ds, "dataset", ds)]}
+        folders = {id(f): f for f in (getattr(d, "dataset", d) for d in self._splits.values())}
         return sum(
             sum(f.unreadable) for f in folders.values() if isinstance(f, SkippingImageFolder)
         )
 
-    def transform(self, train: bool):
+    def _folder(self, split: str) -> SkippingImageFolder:
         from torchvision.transforms import v2
 
-        steps = [v2.ToImage(), v2.Resize(self.image_size, antialias=True)]
-        if train and self.flip:
-            steps.append(v2.RandomHorizontalFlip())
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
-        return v2.Compose(steps)
-
-    def _folder(self, name: str, train: bool) -> SkippingImageFolder:
-        mode = "L" if self.channels == 1 else "RGB"
-        return SkippingImageFolder(self.data_dir / name, self.transform(train), mode)
-
-    def prepare_data(self) -> None:
-        if not (self.data_dir / "train").is_dir():
-            raise DataError(
-                f"no training images: expected {self.data_dir}/train/<class>/<image files> "
-                "(set data.data_dir to the folder holding train/)"
-            )
-
-    def setup(self, stage: str | None = None) -> None:
-        if self._datasets:
-            return
-        self.prepare_data()
-        try:
-            train = self._folder("train", train=True)
-        except (FileNotFoundError, RuntimeError) as e:  # ImageFolder: no classes / no images
-            raise DataError(f"{self.data_dir}/train: {e}") from None
-        self.classes, self.num_classes = train.classes, len(train.classes)
-        if (self.data_dir / "val").is_dir():
-            val: Dataset = self._folder("val", train=False)
-        else:
-            n = len(train)
-            n_val = round(n * self.val_size) if self.val_size < 1 else int(self.val_size)
-            if not 0 <= n_val < n:
-                raise ConfigError(f"data.val_size={self.val_size} leaves no training images of {n}")
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-            plain = self._folder("train", train=False)  # same files, no augmentation
-            val = Subset(plain, perm[:n_val].tolist())
-            train = Subset(train, perm[n_val:].tolist())
-        test = self._folder("test", train=False) if (self.data_dir / "test").is_dir() else val
-        self._datasets = {"train": train, "val": val, "test": test}
-        log.info(
-            "%s: %d classes, %d train / %d val / %d test images, resized to %s",
-            self.data_dir,
-            self.num_classes,
-            len(train),
-            len(val),
-            len(test),
-            self.image_size,
+        transform = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize(self.image_size, antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(self.mean, self.std),
+            ]
         )
+        mode = "L" if self.in_channels == 1 else "RGB"
+        return SkippingImageFolder(self._samples[split], transform, mode)
+
+    def load_splits(self) -> None:
+        train = self._folder("train")
+        if "val" in self._samples:
+            val: Dataset = self._folder("val")
+        else:
+            train_rows, val_rows = self.split_rows(len(train), f"{self.data_dir}/train")
+            train, val = Subset(train, train_rows.tolist()), Subset(train, val_rows.tolist())
+        self.set_split("train", train)
+        self.set_split("val", val)
+        self.set_split("test", self._folder("test") if "test" in self._samples else val)
+        files = [path for samples in self._samples.values() for path, _ in samples]
+        self.record_source(self.data_dir, files, by_listing=True)
 
     def teardown(self, stage: str | None = None) -> None:
         if self.skipped_images:
             log.warning("%s: skipped %d unreadable image(s)", self.data_dir, self.skipped_images)
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        return DataLoader(
-            self._datasets[split],
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            drop_last=self.drop_last and train,
-            collate_fn=collate_skipping,
-            **self.loader.as_kwargs(),
-        )

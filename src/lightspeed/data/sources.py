@@ -1,8 +1,15 @@
-"""Where IDX data sets come from: the configured folder, the system copy, or a download.
+"""Where IDX data sets come from, and what they hold (classes, image size) before any is read.
 
-Order (first that works wins): ``data_dir`` → the Debian package's copy under
-``/usr/share/datasets/<name>/`` → torchvision's download into ``data_dir``. Nothing is
-downloaded when a local copy exists, so tests and offline machines never touch the network.
+Two ways to say where (:func:`locate`):
+
+- ``data_dir`` named: that folder, and only it, must hold the four files (directly, or in
+  torchvision's ``<Class>/raw/`` or a ``<dataset>/`` subfolder). A partial set or a folder
+  without the files is refused; nothing else is searched, nothing is downloaded.
+- ``data_dir`` unset: search ``cache_dir`` (same layouts) → the Debian package's copy under
+  ``/usr/share/datasets/<name>/`` → torchvision's download into ``cache_dir``.
+
+Either way the first folder that holds *any* of the four files decides: it must hold all four,
+and a broken file in it is reported, never skipped for the next folder.
 """
 
 from __future__ import annotations
@@ -19,24 +26,28 @@ SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+FILE_NAMES = [name for pair in SPLIT_FILES.values() for name in pair]
 
 
 @dataclass(frozen=True)
 class IdxSource:
-    """An IDX data set: its folder names and how to get it.
+    """An IDX data set: its shape, its folder names and how to get it.
 
     Attributes:
         name: key used in configs (``fashion_mnist``).
         torchvision_class: class in ``torchvision.datasets`` that can download it.
         system_dir: where a distribution package installs it, if one does.
         apt_package: that package's name, for the error message and ``make data``.
+        class_names: one name per label value.
+        image_size: ``(height, width)`` of every image.
     """
 
     name: str
     torchvision_class: str
     system_dir: str | None
     apt_package: str | None
-    num_classes: int = 10
+    class_names: tuple[str, ...]
+    image_size: tuple[int, int] = (28, 28)
 
 
 SOURCES = {
@@ -45,67 +56,128 @@ SOURCES = {
         "FashionMNIST",
         "/usr/share/datasets/fashion-mnist",
         "dataset-fashion-mnist",
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
     ),
-    "mnist": IdxSource("mnist", "MNIST", "/usr/share/datasets/mnist", None),
+    "mnist": IdxSource(
+        "mnist", "MNIST", "/usr/share/datasets/mnist", None, tuple(str(d) for d in range(10))
+    ),
 }
 
-SplitFiles = dict[str, tuple[Path, Path]]
+
+@dataclass(frozen=True)
+class Located:
+    """The four files found, the folder holding them, and how it was found."""
+
+    folder: Path
+    files: dict[str, tuple[Path, Path]]  # split -> (images, labels)
+    how: str  # "data_dir", "cache_dir", "system copy" or "download"
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for pair in self.files.values() for p in pair]
 
 
-def _find_in(folder: Path) -> SplitFiles | None:
-    """Returns the four files if all are in ``folder`` (raw or .gz), else None."""
-    found: SplitFiles = {}
-    for split, names in SPLIT_FILES.items():
-        paths = []
-        for name in names:
-            hit = next((folder / n for n in (name, name + ".gz") if (folder / n).is_file()), None)
-            if hit is None:
-                return None
-            paths.append(hit)
-        found[split] = (paths[0], paths[1])
+def _scan(folder: Path) -> dict[str, Path]:
+    """The IDX files present in ``folder``, raw or .gz, by base name."""
+    found = {}
+    for name in FILE_NAMES:
+        hit = next((folder / n for n in (name, name + ".gz") if (folder / n).is_file()), None)
+        if hit is not None:
+            found[name] = hit
     return found
 
 
-def candidate_dirs(source: IdxSource, data_dir: str | Path) -> list[Path]:
-    """Folders searched, in order: data_dir itself, its torchvision layout, the system copy."""
-    data_dir = Path(data_dir)
-    dirs = [data_dir, data_dir / source.torchvision_class / "raw", data_dir / source.name]
-    if source.system_dir:
-        dirs.append(Path(source.system_dir))
-    return dirs
+def layouts(source: IdxSource, folder: str | Path) -> list[Path]:
+    """The folder itself, torchvision's layout under it, and a ``<dataset>`` subfolder."""
+    folder = Path(folder)
+    return [folder, folder / source.torchvision_class / "raw", folder / source.name]
 
 
-def locate(source: IdxSource, data_dir: str | Path, download: bool = True) -> SplitFiles:
-    """Finds the train/test IDX files of ``source``, downloading them only as a last resort.
+def _first_holding(source: IdxSource, folders: list[Path], key: str, how: str) -> Located | None:
+    """The first folder holding any of the files, checked complete; None if none holds one."""
+    for folder in folders:
+        found = _scan(folder)
+        if not found:
+            continue
+        missing = [n for n in FILE_NAMES if n not in found]
+        if missing:
+            raise DataError(
+                f"{source.name}: incomplete IDX set in {folder} ({key}): missing "
+                f"{', '.join(m + '[.gz]' for m in missing)}; add them, or remove the "
+                f"{len(found)} file(s) there"
+            )
+        files = {s: (found[i], found[lb]) for s, (i, lb) in SPLIT_FILES.items()}
+        return Located(folder, files, how)
+    return None
+
+
+def locate(
+    source: IdxSource,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path = "data",
+    download: bool = True,
+) -> Located:
+    """Finds the four IDX files of ``source`` by the rules in the module docstring.
 
     Raises:
-        DataError: no local copy and the download failed (or was not allowed); the message
-            names all three ways to get the data.
+        DataError: a named ``data_dir`` without a complete set, an incomplete set in a
+            searched folder, or nothing found and no download; one line that names the folder
+            and the missing files, or all three ways to get the data.
     """
-    for folder in candidate_dirs(source, data_dir):
-        files = _find_in(folder)
-        if files:
-            log.debug("using %s from %s", source.name, folder)
-            return files
+    if data_dir is not None:
+        hit = _first_holding(
+            source, layouts(source, data_dir), f"data.data_dir={data_dir}", "data_dir"
+        )
+        if hit is None:
+            state = "holds none of its" if Path(data_dir).is_dir() else "is not a folder with the"
+            raise DataError(
+                f"{source.name} not found: data.data_dir={data_dir} {state} 4 IDX files "
+                f"({', '.join(n + '[.gz]' for n in FILE_NAMES)}); put them there, or leave "
+                "data.data_dir unset to search data.cache_dir and the system copy"
+            )
+        return hit
+    searched = layouts(source, cache_dir)
+    hit = _first_holding(source, searched, f"searched from data.cache_dir={cache_dir}", "cache_dir")
+    if hit is None and source.system_dir:
+        hit = _first_holding(source, [Path(source.system_dir)], "the system copy", "system copy")
+    if hit is not None:
+        return hit
     reason = "download disabled (data.download=false)"
     if download:
-        try:
-            import torchvision.datasets as tvd
-
-            getattr(tvd, source.torchvision_class)(str(data_dir), train=True, download=True)
-            getattr(tvd, source.torchvision_class)(str(data_dir), train=False, download=True)
-            files = _find_in(Path(data_dir) / source.torchvision_class / "raw")
-            if files:
-                return files
-            reason = "download finished but the files are not where torchvision puts them"
-        except Exception as e:  # network errors come in many types; all mean the same here
-            reason = f"download failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        reason = _download(source, Path(cache_dir))
+        hit = _first_holding(source, searched, f"downloaded into {cache_dir}", "download")
+        if hit is not None:
+            return hit
     system = (
         f"install the system copy (apt-get install {source.apt_package} → {source.system_dir})"
         if source.apt_package
         else "no system package exists for it"
     )
     raise DataError(
-        f"{source.name} not found: put the 4 IDX files in data.data_dir={data_dir}, or {system}, "
-        f"or allow torchvision's download on a machine with internet ({reason})"
+        f"{source.name} not found: put the 4 IDX files in data.cache_dir={cache_dir} (or name "
+        f"a folder holding them with data.data_dir), or {system}, or allow torchvision's "
+        f"download on a machine with internet ({reason})"
     )
+
+
+def _download(source: IdxSource, cache_dir: Path) -> str:
+    """Runs torchvision's download into ``cache_dir``; returns why it failed, if it did."""
+    try:
+        import torchvision.datasets as tvd
+
+        for train in (True, False):
+            getattr(tvd, source.torchvision_class)(str(cache_dir), train=train, download=True)
+    except Exception as e:  # network errors come in many types; all mean the same here
+        return f"download failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    return "download finished but the files are not where torchvision puts them"

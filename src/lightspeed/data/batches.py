@@ -1,0 +1,72 @@
+"""Data sets read a whole batch at a time, and the collate function of the DataLoader path.
+
+A DataLoader normally calls ``dataset[i]`` once per sample and stacks the results. A
+:class:`BatchDataset` instead answers ``__getitems__(indices)`` with the finished batch (one
+``index_select`` or one HDF5 read), and :class:`BatchCollate` passes it through. Either way the
+training batch is then augmented as a whole, inside the worker that made it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from lightspeed.data.augment import BatchAugment
+
+
+class BatchDataset(Dataset):
+    """A data set whose ``__getitems__(indices)`` returns a whole ``(images, labels)`` batch."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+
+class TensorBatchDataset(BatchDataset):
+    """Tensors behind a DataLoader (``num_workers > 0`` on in-memory data): the sampler and the
+    workers stay in charge, but each worker indexes a whole batch at once."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.x.index_select(0, idx), self.y.index_select(0, idx)
+
+
+def pass_through(batch: Any) -> Any:
+    """collate of a :class:`BatchDataset`: its ``__getitems__`` already made the batch."""
+    return batch
+
+
+class BatchCollate:
+    """``collate_fn``: builds the batch with ``collate``, then applies ``augment`` (if any).
+
+    Args:
+        collate: :func:`pass_through` for a :class:`BatchDataset`, else a function that stacks
+            a list of samples (``default_collate`` or the DataModule's own).
+        augment: batched augmentation of training batches, or None.
+    """
+
+    def __init__(
+        self, collate: Callable[[Any], Any] = default_collate, augment: BatchAugment | None = None
+    ) -> None:
+        self.collate = collate
+        self.augment = augment if augment is not None and augment.active else None
+
+    def __call__(self, batch: Any) -> tuple[Tensor, Tensor]:
+        x, y = self.collate(batch)
+        if self.augment is not None:
+            x = self.augment(x)
+        return x, y

@@ -1,0 +1,123 @@
+"""LightningDataModule for IDX image sets: Fashion-MNIST by default, MNIST by config.
+
+The whole set is read once, normalised once and held as tensors; training batches come from
+:class:`~lightspeed.data.memory.InMemoryBatchLoader` (on the CPU, or on the GPU with
+``device=cuda``), or from a ``DataLoader`` with workers when ``num_workers > 0`` is asked for.
+Where the files are looked for: :mod:`lightspeed.data.sources`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from lightspeed.data.base import ImageDataModule
+from lightspeed.data.idx import read_idx_pair
+from lightspeed.data.sources import SOURCES, locate
+from lightspeed.data.stats import in_chunks, pixel_stats
+from lightspeed.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+class IdxDataModule(ImageDataModule):
+    """Fashion-MNIST or MNIST, held in memory as normalised tensors.
+
+    Args:
+        dataset: which IDX data set (its classes and image size are known without reading).
+        data_dir: a folder holding your own copy of the four IDX files (raw or ``.gz``). When
+            set, it is the only place used: a missing, partial or broken set there is an
+            error, never replaced by another copy.
+        cache_dir: with ``data_dir`` unset, searched first, then the system copy
+            (``/usr/share/datasets/<name>``); a download is saved here.
+        download: allow torchvision's download into ``cache_dir`` as the last resort.
+        device: where the tensors live: ``cpu``, or ``cuda`` for a GPU-resident data set
+            (shuffling and augmentation run there; no worker processes).
+        **kwargs: loader knobs of :class:`~lightspeed.data.base.ImageDataModule`.
+    """
+
+    in_memory = True
+
+    def __init__(
+        self,
+        dataset: Literal["fashion_mnist", "mnist"] = "fashion_mnist",
+        data_dir: str | None = None,
+        cache_dir: str = "data",
+        download: bool = True,
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if dataset not in SOURCES:
+            raise ConfigError(
+                f"data.dataset={dataset} is not known; choose one of {sorted(SOURCES)}"
+            )
+        if not (device == "cpu" or device.startswith("cuda")):
+            raise ConfigError(f"data.device={device} must be cpu or cuda (or cuda:<index>)")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"data.device={device} but torch sees no CUDA GPU; use data.device=cpu"
+            )
+        self.source = SOURCES[dataset]
+        self.data_dir, self.cache_dir, self.download = data_dir, cache_dir, download
+        self.data_device = device  # before self.loader resolves: no pinning for GPU data
+        workers = self.loader.num_workers  # resolved now, so contradictions surface here
+        if device.startswith("cuda") and workers > 0:
+            raise ConfigError(
+                f"data.device={device} keeps the data on the GPU, where worker processes cannot "
+                f"index it; set data.num_workers=0 (or auto), not {workers}"
+            )
+        self.num_classes = len(self.source.class_names)
+        self.in_channels = 1
+        self.image_size = list(self.source.image_size)
+        self.class_names = list(self.source.class_names)
+        self.mean: float | None = None
+        self.std: float | None = None
+        if data_dir is not None:  # a named folder is checked now, before any training starts
+            locate(self.source, data_dir)
+
+    def prepare_data(self) -> None:
+        locate(self.source, self.data_dir, self.cache_dir, self.download)
+
+    def load_splits(self) -> None:
+        found = locate(self.source, self.data_dir, self.cache_dir, self.download)
+        (images, labels), (test_images, test_labels) = (found.files[s] for s in ("train", "test"))
+        x, y = read_idx_pair(images, labels)
+        xt, yt = read_idx_pair(test_images, test_labels)
+        for path, array in ((images, x), (test_images, xt)):
+            if list(array.shape[1:]) != self.image_size:
+                raise DataError(
+                    f"{path}: images of {array.shape[1]}x{array.shape[2]} pixels, but "
+                    f"{self.source.name} images are {self.image_size[0]}x{self.image_size[1]}"
+                )
+        for path, array in ((labels, y), (test_labels, yt)):
+            if len(array) and int(array.max()) >= self.num_classes:
+                raise DataError(
+                    f"{path}: label {int(array.max())} found, but {self.source.name} has "
+                    f"{self.num_classes} classes (0..{self.num_classes - 1})"
+                )
+        train_rows, val_rows = self.split_rows(len(x), where=str(images))
+        x = torch.from_numpy(x).unsqueeze(1)
+        y = torch.from_numpy(y).long()
+        train_u8 = x[train_rows]
+        # normalise once, with statistics of the training part only (no peeking at val/test)
+        self.mean, self.std = pixel_stats(in_chunks(train_u8.numpy()))
+
+        def norm(u8: Tensor) -> Tensor:
+            return u8.float().div_(255).sub_(self.mean).div_(self.std).to(self.data_device)
+
+        self.set_split("train", (norm(train_u8), y[train_rows].to(self.data_device)))
+        self.set_split("val", (norm(x[val_rows]), y[val_rows].to(self.data_device)))
+        test_y = torch.from_numpy(yt).long().to(self.data_device)
+        self.set_split("test", (norm(torch.from_numpy(xt).unsqueeze(1)), test_y))
+        self.record_source(found.folder, found.paths, found_in=found.how)
+        log.info(
+            "%s on %s, normalised with the training images' mean %.4f, std %.4f",
+            self.source.name,
+            self.data_device,
+            self.mean,
+            self.std,
+        )

@@ -1,0 +1,79 @@
+"""Numbers that describe a data set: pixel mean/std for normalising, and a checksum of its files.
+
+Torch-free (numpy and hashlib), so converters and the config side can use them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from lightspeed.errors import DataError
+
+# Whole-file hashing reads ~1 GB/s; above this many bytes in all, each file is fingerprinted by
+# its size and its first and last SAMPLE_BYTES instead, so a large HDF5 file costs no seconds.
+FULL_HASH_LIMIT = 256 * 2**20
+SAMPLE_BYTES = 4 * 2**20
+
+
+def in_chunks(array: np.ndarray, rows: int = 8192) -> Iterator[np.ndarray]:
+    """Slices of ``rows`` along the first axis (keeps float64 copies small)."""
+    for i in range(0, len(array), rows):
+        yield array[i : i + rows]
+
+
+def pixel_stats(chunks: Iterable[np.ndarray]) -> tuple[float, float]:
+    """Mean and sample std of uint8 pixels scaled to [0, 1], summed in float64 chunk by chunk.
+
+    float64 sums make the result the same on every CPU, whatever its SIMD width.
+
+    Raises:
+        DataError: there are no pixels at all.
+    """
+    total = sq = 0.0
+    count = 0
+    for chunk in chunks:
+        part = np.asarray(chunk, dtype=np.float64) / 255.0
+        total += float(part.sum())
+        sq += float(np.square(part).sum())
+        count += part.size
+    if count == 0:
+        raise DataError("no training images to compute the pixel mean/std from")
+    mean = total / count
+    var = max(sq / count - mean**2, 0.0) * count / max(count - 1, 1)
+    return mean, float(np.sqrt(var))
+
+
+def files_checksum(files: list[Path]) -> tuple[str, str]:
+    """sha256 over the files' names and bytes, and what it covers.
+
+    Returns:
+        ``(hexdigest, covers)``; ``covers`` is ``"contents"``, or, above
+        :data:`FULL_HASH_LIMIT` bytes in all, ``"size, first and last 4 MiB"`` of each file.
+    """
+    whole = sum(f.stat().st_size for f in files) <= FULL_HASH_LIMIT
+    digest = hashlib.sha256()
+    for f in files:
+        size = f.stat().st_size
+        digest.update(f"{f.name}\0{size}\0".encode())
+        with f.open("rb") as fh:
+            if whole or size <= 2 * SAMPLE_BYTES:
+                for block in iter(lambda fh=fh: fh.read(2**20), b""):
+                    digest.update(block)
+            else:
+                digest.update(fh.read(SAMPLE_BYTES))
+                fh.seek(size - SAMPLE_BYTES)
+                digest.update(fh.read(SAMPLE_BYTES))
+    covers = "contents" if whole else f"size, first and last {SAMPLE_BYTES >> 20} MiB"
+    return digest.hexdigest(), covers
+
+
+def listing_checksum(root: Path, files: list[Path]) -> str:
+    """sha256 over each file's path below ``root`` and its size: cheap for many small images."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.relative_to(root)}\0{f.stat().st_size}\n".encode())
+    return digest.hexdigest()
