@@ -59,9 +59,7 @@ def hand_loop(built, steps: int, warmup: int, loader=None) -> dict:
             if t_first is None:  # as the template's: when the first batch is in hand
                 t_first = time.perf_counter() - t_start
             x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            if module.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)  # perf.channels_last: the build hooked the net
             with torch.autocast(device.type, dtype=dtype, enabled=autocast):
                 loss = F.cross_entropy(net(x), y, label_smoothing=smoothing)
             optimizer.zero_grad(set_to_none=True)

@@ -112,19 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     from lightspeed import hardware
     from lightspeed.data.hdf5 import write_hdf5
     from lightspeed.data.idx import read_idx_pair
-    from lightspeed.data.sources import SOURCES, locate
+    from lightspeed.data.sources import locate
 
     t_start = time.perf_counter()
     load_start = round(os.getloadavg()[0], 2)
     info = hardware.report()
     print(f"hardware: {hardware.one_line(info)}")
     tmp = Path(tempfile.mkdtemp(prefix="bench_data_"))
-    files = locate(SOURCES["fashion_mnist"], ROOT / "data", download=False)
-
     loader_knobs = [f"data.batch_size={BATCH}", "data.flip=true"]
-    memory = datamodule(
-        [f"data.data_dir={ROOT / 'data'}", "data.download=false", *loader_knobs], tmp / "c"
-    )
+    memory = datamodule(loader_knobs, tmp / "c")
+    files = locate(memory.source, memory.data_dir, memory.cache_dir, download=False).files
     tv = datasets.FashionMNIST(
         str(torchvision_root(tmp, files)),
         train=True,

@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lightspeed import hardware
     from lightspeed.cli import precheck
+    from lightspeed.data.base import ImageDataModule
     from lightspeed.data.loading import resolve_loader_settings
     from lightspeed.errors import UserError
 
@@ -122,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"tune_loader: error: {e}", file=sys.stderr)
         return 2
-    if not hasattr(dm, "loader"):
+    if not isinstance(dm, ImageDataModule):
         print(
-            "tune_loader: error: the data module has no `loader` settings to tune", file=sys.stderr
+            f"tune_loader: error: {type(dm).__name__} has no loader knobs to tune", file=sys.stderr
         )
         return 2
     data = HydraConfig.get().runtime.choices["data"]
@@ -132,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     info = hardware.report()
     console.print(f"[bold]hardware:[/] {hardware.one_line(info)}")
-    in_memory = getattr(dm, "device", "cpu") == "cpu" and hasattr(dm, "uses_memory_loader")
-    if in_memory:
+    if dm.in_memory and dm.data_device == "cpu":
         console.print(
             "[bold]data held in memory:[/] the in-memory loader (num_workers=0) is the answer: a "
             "batch is one index_select on tensors already in RAM, while worker processes add "
