@@ -203,12 +203,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=15, help="untimed steps first")
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=8,
-        help="interleaved hand/template pairs; the machine is noisy",
-    )
+    parser.add_argument("--repeats", type=int, default=8, help="interleaved hand/template pairs")
     parser.add_argument("--compare-dataloader", action="store_true")
     parser.add_argument("--startup", type=int, default=3, help="pairs of start-up runs (0: skip)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")

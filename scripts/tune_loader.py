@@ -88,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=15, help="training steps per check")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repeats of each check")
     ap.add_argument(
-        "--tolerance",
-        type=float,
-        default=0.1,
-        help="prefer fewer workers unless more are faster by this fraction (timing noise)",
+        "--tolerance", type=float, default=0.1, help="how much faster more workers must be"
     )
     ap.add_argument("--out", type=Path, help="default: configs/local/loader_<data>.yaml")
     args, overrides = ap.parse_known_args(argv)
