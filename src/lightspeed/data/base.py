@@ -147,16 +147,17 @@ class ImageDataModule(L.LightningDataModule):
         """Sets :attr:`source_info` and logs it in one line.
 
         Args:
-            path: the folder the data came from.
+            path: the folder (or the one file) the data came from.
             files: the files read, below ``path``.
             by_listing: checksum the files' names and sizes instead of their bytes (many
                 small files, e.g. images); ``files`` then lists only the top-level folders.
             **extra: more keys for :attr:`source_info`.
         """
         root = Path(path)
-        names = [f.relative_to(root) if f.is_relative_to(root) else f for f in files]
+        base = root if root.is_dir() else root.parent
+        names = [f.relative_to(base) if f.is_relative_to(base) else f for f in files]
         if by_listing:
-            digest, covers = listing_checksum(root, list(files)), "names and sizes"
+            digest, covers = listing_checksum(base, list(files)), "names and sizes"
             shown = sorted({n.parts[0] for n in names})
         else:
             digest, covers = files_checksum(list(files))

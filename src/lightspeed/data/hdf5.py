@@ -259,7 +259,7 @@ class Hdf5DataModule(ImageDataModule):
         self.set_split("train", rows("train", train_rows))
         self.set_split("val", rows("train", val_rows))
         self.set_split("test", rows("test", np.arange(self._info["test"][0])))
-        self.record_source(self.path.parent, [self.path])
+        self.record_source(self.path, [self.path])
         log.info("%s: normalised with mean %.4f, std %.4f", self.path, self.mean, self.std)
 
     def _stats(self, train_rows: np.ndarray) -> tuple[float, float]:

@@ -136,9 +136,7 @@ def locate(
             and the missing files, or all three ways to get the data.
     """
     if data_dir is not None:
-        hit = _first_holding(
-            source, layouts(source, data_dir), f"data.data_dir={data_dir}", "data_dir"
-        )
+        hit = _first_holding(source, layouts(source, data_dir), "data.data_dir", "data_dir")
         if hit is None:
             state = "holds none of its" if Path(data_dir).is_dir() else "is not a folder with the"
             raise DataError(
@@ -148,7 +146,7 @@ def locate(
             )
         return hit
     searched = layouts(source, cache_dir)
-    hit = _first_holding(source, searched, f"searched from data.cache_dir={cache_dir}", "cache_dir")
+    hit = _first_holding(source, searched, "data.cache_dir", "cache_dir")
     if hit is None and source.system_dir:
         hit = _first_holding(source, [Path(source.system_dir)], "the system copy", "system copy")
     if hit is not None:
@@ -156,7 +154,7 @@ def locate(
     reason = "download disabled (data.download=false)"
     if download:
         reason = _download(source, Path(cache_dir))
-        hit = _first_holding(source, searched, f"downloaded into {cache_dir}", "download")
+        hit = _first_holding(source, searched, "downloaded", "download")
         if hit is not None:
             return hit
     system = (
