@@ -1,19 +1,11 @@
-"""The base of every DataModule here: the loader knobs, their ``auto`` values, and the loaders.
+"""The base of every DataModule here: loader knobs, their ``auto`` values, and the loaders.
 
-A DataModule for another data set subclasses :class:`ImageDataModule` and writes two things:
-
-- ``__init__``: its own settings (annotated, documented in its docstring), then
-  ``super().__init__(**kwargs)``, then the data shape: ``num_classes``, ``in_channels``,
-  ``image_size`` and ``class_names``, from metadata, a file header or a folder listing (no
-  full load: the model config reads them through ``${data:...}`` before training starts);
-- ``load_splits()``: reads the data once and hands over ``train``, ``val`` and ``test`` with
-  :meth:`~ImageDataModule.set_split`, each as ``(images, labels)`` tensors (held in memory,
-  batches indexed in-process) or as a ``Dataset`` (read by DataLoader workers), and says where
-  the data came from with :meth:`~ImageDataModule.record_source`.
-
-The rest is here: the train/val carve (:meth:`~ImageDataModule.split_rows`), batched
-augmentation, and the choice between :class:`~lightspeed.data.memory.InMemoryBatchLoader`
-(tensors, ``num_workers`` 0) and a ``DataLoader`` (a data set, or tensors with workers).
+A subclass of :class:`ImageDataModule` writes its settings and data shape in ``__init__`` (then
+``super().__init__(**kwargs)``) and ``load_splits()``, which hands each split to
+:meth:`~ImageDataModule.set_split` as ``(images, labels)`` tensors (batched in-process) or as a
+``Dataset`` (read by DataLoader workers). The base does the train/val carve, batched
+augmentation and the choice of :class:`~lightspeed.data.memory.InMemoryBatchLoader` or a
+``DataLoader``. Recipe: docs/own_data.md.
 """
 
 from __future__ import annotations
@@ -158,26 +150,14 @@ class ImageDataModule(L.LightningDataModule):
         names = [f.relative_to(base) if f.is_relative_to(base) else f for f in files]
         if by_listing:
             digest, covers = listing_checksum(base, list(files)), "names and sizes"
-            shown = sorted({n.parts[0] for n in names})
+            names = sorted({Path(n.parts[0]) for n in names})
         else:
             digest, covers = files_checksum(list(files))
-            shown = [str(n) for n in names]
-        self.source_info = {
-            "path": str(root),
-            "files": shown,
-            "num_files": len(files),
-            "sha256": digest,
-            "covers": covers,
-            **extra,
-        }
-        details = "".join(f", {k} {v}" for k, v in extra.items())
+        self.source_info = {"path": str(root), "files": [str(n) for n in names]}
+        self.source_info.update(num_files=len(files), sha256=digest, covers=covers, **extra)
+        more = "".join(f", {k} {v}" for k, v in extra.items())
         log.info(
-            "data source: %s (%d files, sha256 %s of %s%s)",
-            root,
-            len(files),
-            digest[:16],
-            covers,
-            details,
+            f"data source: {root} ({len(files)} files, sha256 {digest[:16]} of {covers}{more})"
         )
 
     # --- helpers for load_splits -------------------------------------------------------------
@@ -217,14 +197,8 @@ class ImageDataModule(L.LightningDataModule):
         if missing:
             raise NotImplementedError(f"{type(self).__name__}.load_splits set no {missing} split")
         sizes = " / ".join(f"{len(self.dataset(s))} {s}" for s in SPLITS)
-        log.info(
-            "%s: %s images of %dx%dx%d, %d classes",
-            type(self).__name__,
-            sizes,
-            self.in_channels,
-            *self.image_size,
-            self.num_classes,
-        )
+        shape = "x".join(str(d) for d in (self.in_channels, *self.image_size))
+        log.info(f"{type(self).__name__}: {sizes} images of {shape}, {self.num_classes} classes")
 
     def tensors(self, split: str) -> tuple[Tensor, Tensor]:
         """``(images, labels)`` of a split held in memory (after :meth:`setup`)."""
@@ -287,9 +261,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _loader(self, split: str, train: bool) -> Any:
         data = self._split(split)

@@ -41,7 +41,7 @@ class TensorBatchDataset(BatchDataset):
         return len(self.x)
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        idx = torch.as_tensor(indices)
+        idx = torch.as_tensor(indices, device=self.x.device)
         return self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 

@@ -56,17 +56,19 @@ SOURCES = {
         "FashionMNIST",
         "/usr/share/datasets/fashion-mnist",
         "dataset-fashion-mnist",
-        (
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
+        tuple(
+            [
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ]
         ),
     ),
     "mnist": IdxSource(
