@@ -150,6 +150,7 @@ def test_files_that_contradict_the_data_set(tmp_path: Path) -> None:
     [
         ({"val_size": 600}, "data.val_size=600 leaves no training images of the 600"),
         ({"crop_padding": 28}, "data.crop_padding=28 must be smaller than the images (28x28)"),
+        ({"batch_size": 541, "drop_last": True}, "leaves no training batch (540 training images"),
     ],
 )
 def test_settings_that_contradict_the_data(tiny_data: Path, settings: dict, fragment: str):

@@ -196,6 +196,12 @@ class ImageDataModule(L.LightningDataModule):
         missing = [s for s in SPLITS if s not in self._splits]
         if missing:
             raise NotImplementedError(f"{type(self).__name__}.load_splits set no {missing} split")
+        per_rank = len(self.dataset("train")) // self._rank()[1]
+        if self.drop_last and per_rank < self.batch_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} with data.drop_last=true leaves no training "
+                f"batch ({per_rank} training images per device); use a batch size <= {per_rank}"
+            )
         sizes = " / ".join(f"{len(self.dataset(s))} {s}" for s in SPLITS)
         shape = "x".join(str(d) for d in (self.in_channels, *self.image_size))
         log.info(f"{type(self).__name__}: {sizes} images of {shape}, {self.num_classes} classes")
