@@ -167,6 +167,16 @@ def test_missing_key_lists_present_keys(tmp_path: Path) -> None:
         inspect_file(path)
 
 
+def test_splits_of_different_image_shapes(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.h5"
+    with h5py.File(path, "w") as f:
+        for split, side in (("train", 4), ("test", 5)):
+            f[f"{split}/images"] = np.zeros((3, 1, side, side), np.uint8)
+            f[f"{split}/labels"] = np.zeros(3, np.int64)
+    with pytest.raises(DataError, match=r"test/images are \(1, 5, 5\) but train/images"):
+        inspect_file(path)
+
+
 def test_corrupt_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.h5"
     path.write_bytes(b"this is not hdf5" * 10)

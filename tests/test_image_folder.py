@@ -167,6 +167,13 @@ def test_settings_that_contradict_the_folder(tmp_path: Path, settings: dict, fra
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
+def test_batches_that_would_exhaust_memory(tmp_path: Path) -> None:
+    write_images(tmp_path / "train", (8, 8, 3))
+    dm = ImageFolderDataModule(data_dir=str(tmp_path), image_size=[20000, 20000])
+    with pytest.raises(ConfigError, match=r"one batch of 1024 images of 3x20000x20000 takes"):
+        dm.setup()
+
+
 def test_missing_train_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="train/<class>"):
         ImageFolderDataModule(data_dir=str(tmp_path))

@@ -76,7 +76,8 @@ def _physical_cores() -> int | None:
         return None
 
 
-def _memory_gb() -> float | None:
+def memory_gb() -> float | None:
+    """Physical memory of this machine in GB (None where the OS does not say)."""
     try:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
@@ -102,7 +103,7 @@ def report() -> dict:
         "cpu_usable_cores": usable_cores(),
         "cpu_bf16": cpu_has_bf16(),
         "torch_threads": torch.get_num_threads(),
-        "ram_gb": _memory_gb(),
+        "ram_gb": memory_gb(),
         "os": platform.platform(),
         "cuda_available": torch.cuda.is_available(),
         "cuda_version": torch.version.cuda,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from lightspeed.data.loading import LoaderSettings, check_loader_settings, resol
 from lightspeed.data.memory import InMemoryBatchLoader
 from lightspeed.data.stats import files_checksum, listing_checksum
 from lightspeed.errors import ConfigError, DataError
+from lightspeed.hardware import memory_gb
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +194,7 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.crop_padding={self.augment.crop_padding} must be smaller than the "
                 f"images ({self.image_size[0]}x{self.image_size[1]})"
             )
+        self._check_batch_memory()
         self.load_splits()
         missing = [s for s in SPLITS if s not in self._splits]
         if missing:
@@ -263,6 +266,18 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(
                 f"{name} split has labels {int(y.min())}..{int(y.max())} but "
                 f"num_classes={self.num_classes}"
+            )
+
+    def _check_batch_memory(self) -> None:
+        """Refuses batches that would take more than a quarter of the machine's memory."""
+        images = max(self.batch_size, self.eval_batch_size)
+        gb = images * self.in_channels * math.prod(self.image_size) * 4 / 1e9  # float32
+        ram = memory_gb()
+        if ram and gb > ram / 4:
+            raise ConfigError(
+                f"one batch of {images} images of {self.in_channels}x{self.image_size[0]}x"
+                f"{self.image_size[1]} takes {gb:.1f} GB, more than a quarter of this machine's "
+                f"{ram} GB; lower data.batch_size/data.eval_batch_size or data.image_size"
             )
 
     def _rank(self) -> tuple[int, int]:

@@ -137,6 +137,11 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
                         f"{path}: {split}/images has shape {images.shape} and {split}/labels "
                         f"{labels.shape}; expected [N, C, H, W] images (N > 0) and N labels"
                     )
+                if split == "test" and images.shape[1:] != info["train"][1:]:
+                    raise DataError(
+                        f"{path}: test/images are {images.shape[1:]} but train/images "
+                        f"{info['train'][1:]}; both splits need one image shape"
+                    )
                 info[split] = images.shape
                 values = labels[:]
                 if values.min() < 0:
