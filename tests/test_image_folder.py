@@ -201,3 +201,15 @@ def test_resize_images_script(image_root: Path, tmp_path: Path) -> None:
     assert len(files) == 2 * PER_CLASS + 4
     with Image.open(files[0]) as im:
         assert im.size == (14, 10)
+
+
+def test_rgb_folders_train_with_no_shape_overrides(tmp_path: Path, cfg_factory) -> None:
+    """`lightspeed data=image_folder data.data_dir=...` on RGB 32x32 class folders, as printed."""
+    from lightspeed.build import run_task
+
+    root = tmp_path / "mine"
+    write_images(root / "train", (32, 32, 3), per_class=8, classes=("ant", "bee", "cow"))
+    cfg = cfg_factory(["data=image_folder", f"data.data_dir={root}", "debug=fdr"])
+    summary = run_task(cfg)
+    assert summary["data_source"]["path"] == str(root)
+    assert summary["data_source"]["num_files"] == 24
