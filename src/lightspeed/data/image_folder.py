@@ -173,7 +173,7 @@ class ImageFolderDataModule(ImageDataModule):
             raise ConfigError(f"data.std={std} must be > 0")
 
     def _per_channel(self, key: str, value: float | list[float]) -> list[float]:
-        values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+        values = [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
         if len(values) == 1:
             return values * self.in_channels
         if len(values) != self.in_channels:
