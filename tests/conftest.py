@@ -74,8 +74,39 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_idx(tmp_path_factory.mktemp("tiny_data"))
 
 
+@pytest.fixture(scope="session")
+def tiny_hdf5(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
+    """The tiny IDX data set as one HDF5 file (``data=hdf5``)."""
+    from lightspeed.data.hdf5 import write_hdf5
+    from lightspeed.data.idx import read_idx_pair
+
+    splits = {
+        split: read_idx_pair(tiny_data / images, tiny_data / labels)
+        for split, images, labels in (("train", *IDX_FILES[:2]), ("test", *IDX_FILES[2:]))
+    }
+    path = tmp_path_factory.mktemp("tiny_hdf5") / "tiny.h5"
+    return write_hdf5(path, splits, "tiny", [f"class {c}" for c in range(NUM_CLASSES)])
+
+
+@pytest.fixture(scope="session")
+def tiny_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Class folders of 16x16 RGB PNGs, 3 classes of 8 images (``data=image_folder``)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("tiny_images")
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / "train" / f"class_{c}").mkdir(parents=True)
+        for i in range(8):
+            pixels = rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels, "RGB").save(root / "train" / f"class_{c}" / f"{i}.png")
+    return root
+
+
 @pytest.fixture
-def cfg_factory(tmp_path: Path, tiny_data: Path) -> Iterator[Callable[..., DictConfig]]:
+def cfg_factory(
+    tmp_path: Path, tiny_data: Path, tiny_hdf5: Path, tiny_images: Path
+) -> Iterator[Callable[..., DictConfig]]:
     """Returns ``make(overrides=None, output_dir=None)`` → a composed, run-ready DictConfig.
 
     Each call gets its own output folder (``tmp_path/run<N>`` unless ``output_dir`` is given),
@@ -84,36 +115,31 @@ def cfg_factory(tmp_path: Path, tiny_data: Path) -> Iterator[Callable[..., DictC
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from lightspeed.cli import compose
+    from lightspeed.cli import compose_for_run
 
     counter = iter(range(1_000_000))
+    # Each data module's keys that point at data: set to the tiny data unless the test sets them.
+    tiny = {
+        "IdxDataModule": {"data_dir": str(tiny_data), "val_size": VAL_SIZE},
+        "Hdf5DataModule": {"path": str(tiny_hdf5)},
+        "ImageFolderDataModule": {"data_dir": str(tiny_images)},
+    }
 
     def make(overrides: list[str] | None = None, output_dir: str | Path | None = None):
         overrides = list(overrides or [])
         base = [
             "++callbacks.progress_bar=null",  # ++: also when a callbacks option lacks it
-            "++trainer.enable_progress_bar=false",
+            "trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false",
             "extras.print_config=false",
             f"paths.root_dir={tmp_path}",
         ]
-        cfg = compose([*base, *overrides], return_hydra_config=True)
-        # The tiny data replaces the IDX data set's defaults; other data modules (HDF5, image
-        # folders) have other keys and keep theirs, and a key the test sets keeps its value.
-        tiny = {"data_dir": str(tiny_data), "val_size": VAL_SIZE, "download": False}
-        with open_dict(cfg):
-            for key, value in tiny.items():
-                set_by_test = any(o.lstrip("+").startswith(f"data.{key}=") for o in overrides)
-                if key in cfg.data and not set_by_test:
-                    cfg.data[key] = value
         out = Path(output_dir) if output_dir else tmp_path / f"run{next(counter)}"
+        cfg = compose_for_run([*base, *overrides], out)
         with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(out)
-            cfg.paths.output_dir = str(out)
-        HydraConfig.instance().set_config(cfg)
-        # A Hydra job sees its config without the ``hydra`` node; so do the tests.
-        with open_dict(cfg):
-            del cfg.hydra
+            for key, value in tiny.get(cfg.data._target_.rsplit(".", 1)[-1], {}).items():
+                if not any(o.lstrip("+").startswith(f"data.{key}=") for o in overrides):
+                    cfg.data[key] = value
         return cfg
 
     yield make

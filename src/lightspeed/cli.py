@@ -115,10 +115,12 @@ def compose_for_run(overrides: list[str], output_dir: str | Path):
     from omegaconf import open_dict
 
     cfg = compose(overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
-        del cfg.hydra
+        del cfg.hydra  # a Hydra job sees its config without it
     return cfg
 
 
@@ -188,12 +190,32 @@ def checked_overrides(overrides: list[str]):
 
 
 def check_run_paths(cfg) -> None:
-    """Runs go under a writable paths.log_dir; resume= names a run that can be continued."""
-    from lightspeed.resume import check_writable, resolve_resume
+    """Runs go under a writable paths.log_dir (resume= is resolved by resume_overrides)."""
+    from lightspeed.rundir import check_writable
 
     check_writable(cfg.paths.log_dir, "paths.log_dir")
-    if cfg.get("resume"):
-        resolve_resume(cfg.resume, cfg.paths.log_dir, "fit")
+
+
+def check_checkpoint(cfg) -> None:
+    """The checkpoint a job starts from (ckpt_path=, resume=) is diagnosed without torch, and a
+    fit from it is checked against its LR schedule, all before Hydra writes anything."""
+    from lightspeed.checkpoint import read_plain
+    from lightspeed.resume import LAST, check_continuation, count_train_batches
+    from lightspeed.rundir import is_launching_process
+
+    run_dir = Path(cfg.resume) if cfg.get("resume") else None
+    path = cfg.get("ckpt_path") or (run_dir and run_dir / LAST)
+    if not path or not is_launching_process():
+        return
+    checkpoint = read_plain(path)
+    if cfg.task == "fit":
+
+        def train_batches() -> int:  # loads the data: only for a schedule of fixed length
+            import hydra
+
+            return count_train_batches(hydra.utils.instantiate(cfg.data, _convert_="all"))
+
+        check_continuation(checkpoint, cfg, train_batches, run_dir)
 
 
 def _job(cfg) -> float | None:
@@ -262,8 +284,11 @@ def main(argv: list[str] | None = None) -> None:
     if plain:
         try:
             cfg, argv = checked_overrides(argv)
-            # resume: run the job in the resumed run's own directory
-            argv = resume_overrides(argv, cfg.get("resume"), cfg.paths.log_dir, cfg.task)
+            # resume: the run's own overrides, these on top, run in the run's own directory
+            resumed = resume_overrides(argv, cfg.get("resume"), cfg.paths.log_dir, cfg.task)
+            if resumed != argv:
+                cfg, argv = checked_overrides(resumed)
+            check_checkpoint(cfg)
         except UserError as e:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
