@@ -41,7 +41,7 @@ PRECISIONS = (
     "64",
     "64-true",
 )
-TASKS = ("fit", "validate", "test", "predict")
+TASKS = ("fit", "validate", "test", "predict", "export")
 # What ``${data:<attribute>}`` resolves to before the DataModule exists (the check skips it).
 FROM_DATA = "<from the data module>"
 
@@ -93,10 +93,26 @@ class PathsConfig:
 
 
 @dataclass
+class PredictConfig:
+    """``predict.*``: what ``task=predict`` writes to ``predictions.csv``."""
+
+    split: str = choice("test", "val", "train")  # the split to predict
+    top_k: int = 3  # classes (and probabilities) per row, best first
+
+
+@dataclass
+class ExportConfig:
+    """``export.*``: ``task=export`` writes ``model.onnx`` and checks it on test images."""
+
+    batch: int = 8  # test images of the parity check (the batch dimension stays dynamic)
+    tolerance: float = 1e-4  # largest |logit difference| ONNX Runtime may show against torch
+
+
+@dataclass
 class RunConfig:
     """Top-level keys; the groups (data, model, trainer, ...) are ``_target_`` nodes."""
 
-    task: str = "fit"  # fit | validate | test | predict
+    task: str = "fit"  # fit | validate | test | predict | export
     seed: int | None = 42  # seeds python, numpy, torch and loader workers
     ckpt_path: str | None = None  # weights for validate/test/predict, or a fit to continue
     resume: str | None = None  # auto | <run dir>: continue that run in its own directory
@@ -109,6 +125,8 @@ class RunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
     extras: ExtrasConfig = field(default_factory=ExtrasConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def register_schema() -> None:
@@ -299,7 +317,7 @@ def check_run(run: dict) -> None:
             f"task={task} is not a task: {suggest(str(task), TASKS)} (tasks: {', '.join(TASKS)})"
         )
     ckpt, resume = run.get("ckpt_path"), run.get("resume")
-    if task in ("validate", "test") and not (ckpt or resume):
+    if task != "fit" and not (ckpt or resume):
         raise ConfigError(f"task={task} needs the weights to use: add ckpt_path=<path to a .ckpt>")
     if ckpt and resume:
         raise ConfigError("ckpt_path and resume are both set; use one of them")
@@ -345,6 +363,11 @@ def validate(cfg: Any) -> dict:
     check_data(run.get("data") or {})
     check_model(run.get("model") or {})
     check_choices(PerfConfig, run.get("perf") or {}, "perf")
+    check_choices(PredictConfig, run.get("predict") or {}, "predict")
+    for key in ("predict.top_k", "export.batch"):
+        section, name = key.split(".")
+        if run[section][name] < 1:
+            raise ConfigError(f"{key}={run[section][name]} must be >= 1")
     for group in ("callbacks", "logger"):
         for name, node in (run.get(group) or {}).items():
             if node is not None and not (isinstance(node, dict) and "_target_" in node):

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data._utils.collate import default_collate
 
 from lightspeed.constraints import NonNegativeInt, PositiveInt, UnitInterval
@@ -220,6 +220,19 @@ class ImageDataModule(L.LightningDataModule):
         """Split ``train``/``val``/``test`` as a ``Dataset`` (after :meth:`setup`)."""
         data = self._split(split)
         return TensorBatchDataset(*data) if isinstance(data, tuple) else data
+
+    def eval_dataloader(self, split: str) -> Any:
+        """An unshuffled evaluation loader over any split (``task=predict`` reads one)."""
+        return self._loader(split, train=False)
+
+    def sample_ids(self, split: str) -> list[str]:
+        """One id per sample of ``split``, in loader order: its file path, else its row."""
+        data, rows = self.dataset(split), None
+        if isinstance(data, Subset):
+            data, rows = data.dataset, list(data.indices)
+        samples = getattr(data, "samples", None)  # [(path, label), ...] of file-backed sets
+        rows = range(len(data)) if rows is None else rows
+        return [str(samples[r][0]) if samples is not None else str(r) for r in rows]
 
     @functools.cached_property
     def loader(self) -> LoaderSettings:

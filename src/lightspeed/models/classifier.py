@@ -110,8 +110,12 @@ class Classifier(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_acc)
 
-    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self(batch[0]).argmax(dim=1)
+    def predict_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int
+    ) -> tuple[Tensor, Tensor | None]:
+        """Class probabilities of the batch, with its labels where it has them."""
+        x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        return self(x).float().softmax(dim=1), y
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

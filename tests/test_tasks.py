@@ -1,0 +1,79 @@
+"""task=predict writes predictions.csv that agrees with task=test; task=export writes ONNX."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from lightspeed.build import run_task
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
+    """A short fit on the tiny data: its best checkpoint (shared by the module's tests)."""
+    from conftest import VAL_SIZE
+
+    from lightspeed.cli import compose_for_run
+
+    out = tmp_path_factory.mktemp("fit")
+    cfg = compose_for_run(
+        [
+            "trainer=cpu",
+            "trainer.max_epochs=2",
+            "++callbacks.progress_bar=null",
+            "trainer.enable_progress_bar=false",
+            "extras.print_config=false",
+            f"data.data_dir={tiny_data}",
+            f"data.val_size={VAL_SIZE}",
+        ],
+        out,
+    )
+    summary = run_task(cfg)
+    return Path(summary["best_checkpoint"])
+
+
+def test_predict_writes_csv_whose_accuracy_equals_test(fitted: Path, cfg_factory) -> None:
+    from conftest import TEST_SIZE
+
+    test = run_task(cfg_factory(["task=test", f"ckpt_path={fitted}"]))
+    summary = run_task(cfg_factory(["task=predict", f"ckpt_path={fitted}", "predict.top_k=3"]))
+    rows = list(csv.DictReader(Path(summary["predictions"]).read_text().splitlines()))
+    assert len(rows) == TEST_SIZE == summary["predict_rows"]
+    assert list(rows[0]) == [
+        "sample", "label", "predicted", "probability",
+        "predicted_2", "probability_2", "predicted_3", "probability_3",
+    ]  # fmt: skip
+    correct = sum(r["label"] == r["predicted"] for r in rows)
+    assert summary["predict_acc"] == pytest.approx(correct / len(rows))
+    assert summary["predict_acc"] == pytest.approx(test["test_acc"], abs=1e-9)
+    for r in rows[:20]:  # best first, probabilities in [0, 1]
+        p = [float(r["probability"]), float(r["probability_2"]), float(r["probability_3"])]
+        assert p == sorted(p, reverse=True) and 0 <= p[-1] <= p[0] <= 1
+
+
+def test_predict_on_image_folder_rows_are_file_paths(cfg_factory, tiny_images: Path) -> None:
+    fit = run_task(cfg_factory(["data=image_folder", "trainer.max_epochs=1", "trainer=cpu"]))
+    summary = run_task(
+        cfg_factory(["data=image_folder", "task=predict", f"ckpt_path={fit['last_checkpoint']}"])
+    )
+    rows = list(csv.DictReader(Path(summary["predictions"]).read_text().splitlines()))
+    assert rows and all(Path(r["sample"]).is_file() for r in rows)
+    assert all(Path(r["sample"]).parent.name == r["label"] for r in rows)
+
+
+def test_export_writes_onnx_matching_torch(fitted: Path, cfg_factory) -> None:
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    summary = run_task(cfg_factory(["task=export", f"ckpt_path={fitted}"]))
+    assert Path(summary["onnx"]).is_file()
+    assert summary["onnx_max_abs_logit_diff"] <= 1e-4
+
+
+def test_export_needs_weights() -> None:
+    from lightspeed.cli import precheck
+    from lightspeed.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="task=export needs the weights"):
+        precheck(["task=export"])
