@@ -7,8 +7,10 @@ Hydra); file and runtime problems through ``lightspeed.build.run_task`` on the t
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightspeed.callbacks.metadata import CHECKPOINT_KEY
+from lightspeed import cli
+from lightspeed.checkpoint import CHECKPOINT_KEY
 from lightspeed.cli import precheck
 from lightspeed.errors import UserError
 
@@ -84,6 +87,47 @@ def text_ckpt(tiny: Path, tmp: Path, good: Path) -> list[str]:
     return ckpt_overrides(bad)
 
 
+def random_bytes_ckpt(tiny: Path, tmp: Path, good: Path) -> list[str]:
+    bad = tmp / "noise.ckpt"
+    bad.write_bytes(random.Random(0).randbytes(4096))
+    return ckpt_overrides(bad)
+
+
+def empty_ckpt(tiny: Path, tmp: Path, good: Path) -> list[str]:
+    bad = tmp / "empty.ckpt"
+    bad.write_bytes(b"")
+    return ckpt_overrides(bad)
+
+
+def zip_without_pickle(tiny: Path, tmp: Path, good: Path) -> list[str]:
+    import zipfile
+
+    bad = tmp / "archive.ckpt"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("notes.txt", "not weights")
+    return ckpt_overrides(bad)
+
+
+def objects_ckpt(tiny: Path, tmp: Path, good: Path) -> list[str]:
+    """What lightning-hydra-template's save_hyperparameters() stores: an nn.Module."""
+    bad = tmp / "objects.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"net": torch.nn.Linear(2, 2)}}, bad)
+    return ckpt_overrides(bad)
+
+
+def legacy_objects_ckpt(tiny: Path, tmp: Path, good: Path) -> list[str]:
+    import datetime
+
+    bad = tmp / "legacy.ckpt"
+    obj = {"state_dict": {}, "made": datetime.date(2020, 1, 1)}
+    torch.save(obj, bad, _use_new_zipfile_serialization=False)
+    return ckpt_overrides(bad)
+
+
+def other_widths(tiny: Path, tmp: Path, good: Path) -> list[str]:
+    return [*ckpt_overrides(good), "model.net.widths=[8,16,32]"]
+
+
 def dict_without_weights(tiny: Path, tmp: Path, good: Path) -> list[str]:
     bad = tmp / "plain.ckpt"
     torch.save({"hello": torch.zeros(2)}, bad)
@@ -116,8 +160,8 @@ CONFIG_CASES = [
     ("unknown-root-key", ["sed=1"], "unknown key 'sed'"),
     ("wrong-type", ["data.batch_size=abc"], "data.batch_size='abc' has the wrong type"),
     ("batch-size-zero", ["data.batch_size=0"], "data.batch_size=0 must be > 0"),
-    ("lr-zero", ["model.optimizer.lr=0"], "model.optimizer.lr=0 must be a number > 0"),
-    ("lr-negative", ["model.optimizer.lr=-0.1"], "model.optimizer.lr=-0.1 must be a number > 0"),
+    ("lr-zero", ["model.optimizer.lr=0"], "model.optimizer.lr=0 must be > 0"),
+    ("lr-negative", ["model.optimizer.lr=-0.1"], "model.optimizer.lr=-0.1 must be > 0"),
     ("max-epochs", ["trainer.max_epochs=-2"], "trainer.max_epochs=-2 must be >= 0"),
     ("accumulate", ["trainer.accumulate_grad_batches=0"], "accumulate_grad_batches=0 must be >= 1"),
     ("model-option", ["model=resnet999"], "model=resnet999 is not an option of 'model'"),
@@ -134,9 +178,25 @@ CONFIG_CASES = [
     ),
     ("num-workers", ["data.num_workers=-1"], "data.num_workers=-1 must be >= 0"),
     (
+        "last-ckpt-every",
+        ["callbacks.last_checkpoint.every_n_train_steps=-1"],
+        "callbacks.last_checkpoint.every_n_train_steps=-1 must be >= 0",
+    ),
+    (
+        "nan-guard-action",
+        ["callbacks.nan_guard.action=explode"],
+        "callbacks.nan_guard.action='explode' has the wrong type: expected 'stop' | 'skip'",
+    ),
+    (
+        "nan-guard-every",
+        ["callbacks.nan_guard.check_every_n_steps=0"],
+        "callbacks.nan_guard.check_every_n_steps=0 must be > 0",
+    ),
+    ("speed-warmup", ["callbacks.speed.warmup_steps=-3"], "warmup_steps=-3 must be >= 0"),
+    (
         "label-smoothing",
         ["model.label_smoothing=1.5"],
-        "model.label_smoothing=1.5 must be in [0, 1)",
+        "model.label_smoothing=1.5 must be >= 0 and < 1",
     ),
 ]
 
@@ -151,15 +211,25 @@ def test_config_mistake_is_one_line(overrides: list[str], fragment: str, tmp_pat
     assert "\n" not in line and fragment in line
 
 
-def test_resume_auto_with_nothing_to_resume(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"resume=auto: no run under .* nothing to resume") as info:
-        precheck([f"paths.root_dir={tmp_path}", "resume=auto"])
-    assert "\n" not in str(info.value)
+def cli_error(argv: list[str], capsys) -> str:
+    """The one line the entry point (in this process) prints for ``argv``, exiting 2."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("lightspeed: error: ")
+    return lines[0]
 
 
-def test_resume_dir_without_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"checkpoints/last\.ckpt does not exist"):
-        precheck([f"paths.root_dir={tmp_path}", f"resume={tmp_path}"])
+def test_resume_auto_with_nothing_to_resume(tmp_path: Path, capsys) -> None:
+    line = cli_error([f"paths.root_dir={tmp_path}", "resume=auto"], capsys)
+    assert "resume=auto: no run under" in line and "nothing to resume" in line
+
+
+def test_resume_dir_without_checkpoint(tmp_path: Path, capsys) -> None:
+    line = cli_error([f"paths.root_dir={tmp_path}", f"resume={tmp_path}"], capsys)
+    assert "checkpoints/last.ckpt does not exist" in line
 
 
 @pytest.mark.parametrize(
@@ -226,11 +296,20 @@ DATA_CASES: list[tuple[str, Callable, str]] = [
     ("idx-missing", missing_idx, "mnist not found"),
 ]
 
-CKPT_CASES: list[tuple[str, Callable, str]] = [
+FILE_CASES: list[tuple[str, Callable, str]] = [  # diagnosed from the file alone, without torch
     ("ckpt-truncated", truncated_ckpt, "is truncated or corrupt"),
-    ("ckpt-not-a-checkpoint", text_ckpt, "is not a torch checkpoint"),
+    ("ckpt-text", text_ckpt, "is not a torch checkpoint"),
+    ("ckpt-random-bytes", random_bytes_ckpt, "is not a torch checkpoint"),
+    ("ckpt-empty", empty_ckpt, "is empty (0 bytes)"),
+    ("ckpt-zip-not-torch", zip_without_pickle, "is not a torch checkpoint (a zip archive"),
+    ("ckpt-objects", objects_ckpt, "holds Python objects (torch.nn.modules.linear.Linear)"),
+    ("ckpt-legacy-objects", legacy_objects_ckpt, "holds Python objects (datetime.date)"),
     ("ckpt-no-state-dict", dict_without_weights, "is not a Lightning checkpoint"),
     ("ckpt-newer-format", newer_format, "has format_version 99, newer than"),
+]
+CKPT_CASES: list[tuple[str, Callable, str]] = [
+    *FILE_CASES,
+    ("ckpt-other-shape", other_widths, "(checkpoint vs model): net.features.0.0.weight [16, 1,"),
     ("ckpt-other-model", other_model, "does not fit MLP (it was made with SmallCNN)"),
     ("run-dir-reused", reused_run_dir, "already holds a run"),
 ]
@@ -286,6 +365,79 @@ def test_bad_checkpoint_is_one_line(
     after = {p: p.read_bytes() for p in before}
     assert after == before  # the earlier run's files are untouched
     assert not list(run_dir.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"), [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES]
+)
+def test_bad_checkpoint_file_stops_the_entry_point(
+    make, fragment: str, made_checkpoint, tiny_data: Path, tmp_path: Path, capsys
+) -> None:
+    """The entry point diagnoses the file before Hydra makes a run dir (and before torch)."""
+    overrides = make(tiny_data, tmp_path, made_checkpoint[0])
+    line = cli_error([f"paths.root_dir={tmp_path}", *overrides], capsys)
+    assert fragment in line
+    assert not (tmp_path / "logs").exists()
+
+
+def test_checkpoint_diagnosis_needs_no_torch(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.ckpt"
+    bad.write_text("these are not weights\n")
+    code = (
+        "import sys\nfrom lightspeed import cli\ntry:\n    cli.main(sys.argv[1:])\n"
+        "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)"
+    )
+    args = [f"paths.root_dir={tmp_path}", "task=validate", f"ckpt_path={bad}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.split() == ["2", "False"], proc.stderr
+    assert "is not a torch checkpoint" in proc.stderr
+
+
+def test_full_disk_keeps_previous_last_ckpt(cfg_factory, tmp_path: Path, monkeypatch) -> None:
+    """A checkpoint write failing with ENOSPC stops the run with one line naming the path and
+    the error; the previous last.ckpt is intact and no temporary file is left."""
+    real_save, saves = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        saves.append(obj["global_step"])
+        if len(saves) == 2:
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(UserError) as info:
+        run_in_process(
+            cfg_factory,
+            ["callbacks.last_checkpoint.every_n_train_steps=1", "model.scheduler=null"],
+        )
+    monkeypatch.undo()
+    line = str(info.value)
+    last = tmp_path / "run0" / "checkpoints" / "last.ckpt"
+    assert "\n" not in line and f"could not write {last}: No space left on device (ENOSPC)" in line
+    assert torch.load(last, weights_only=True)["global_step"] == 1
+    assert not list(last.parent.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["callbacks.interrupt.signals=[SIGNOPE]"], "unknown signal(s) ['SIGNOPE']"),
+        (["callbacks.interrupt.signals=[SIGINT,SIGKILL]"], "['SIGKILL'] cannot be caught"),
+        (["callbacks.last_checkpoint.dirpath=__file__/sub"], "is a file, not a directory"),
+    ],
+    ids=["unknown-signal", "uncatchable-signal", "ckpt-dir-under-a-file"],
+)
+def test_callback_setting_is_one_line(
+    overrides: list[str], fragment: str, cfg_factory, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("x")
+    overrides = [o.replace("__file__", str(tmp_path / "file")) for o in overrides]
+    with pytest.raises(UserError) as info:
+        run_in_process(cfg_factory, overrides)
+    assert "\n" not in str(info.value) and fragment in str(info.value), str(info.value)
 
 
 def test_nan_loss_stops_with_step_and_last_good_checkpoint(cfg_factory) -> None:

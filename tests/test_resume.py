@@ -1,14 +1,20 @@
-"""Resume: an interrupted or extended fit continues to the same weights and one metrics log.
+"""Resume: an interrupted or extended fit continues, as it was configured, to the same weights
+and one metrics log; a resume that cannot continue stops before it writes anything.
 
-The runs go through ``lightspeed.cli.main`` in this process (Hydra run dir, precheck, resume
-overrides and all), on the tiny data set, deterministic on the CPU.
+Most runs go through ``lightspeed.cli.main`` in this process (Hydra run dir, precheck, resume
+overrides and all), on the tiny data set, deterministic on the CPU; the interrupted run whose
+printed "continue with" command is run as printed is a real process.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
+import shlex
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +24,13 @@ import torch
 
 from lightspeed import cli
 from lightspeed.errors import ConfigError
-from lightspeed.resume import find_latest_run, resolve_resume, resume_overrides
+from lightspeed.resume import (
+    find_latest_run,
+    merge_overrides,
+    resolve_resume,
+    resume_command,
+    resume_overrides,
+)
 
 BATCHES_PER_EPOCH = 5  # 500 training images / batch 100
 
@@ -34,13 +46,11 @@ class SignalAt(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-def run_cli(tiny_data: Path, root: Path, *extra: str) -> int:
-    """Runs the entry point in-process; returns its exit status (0 when it returns)."""
-    argv = [
+def base_args(tiny_data: Path, root: Path) -> list[str]:
+    return [
         f"data.data_dir={tiny_data}",
         "data.val_size=100",
         "data.download=false",
-        "data.batch_size=100",
         "callbacks.progress_bar=null",
         "++trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
@@ -48,10 +58,14 @@ def run_cli(tiny_data: Path, root: Path, *extra: str) -> int:
         "trainer.deterministic=true",
         "extras.print_config=false",
         f"paths.root_dir={root}",
-        *extra,
     ]
+
+
+def run_cli(tiny_data: Path, root: Path, *extra: str, base: bool = True) -> int:
+    """Runs the entry point in-process; returns its exit status (0 when it returns)."""
+    argv = [*base_args(tiny_data, root), "data.batch_size=100"] if base else []
     try:
-        cli.main(argv)
+        cli.main([*argv, *extra])
     except SystemExit as e:
         return int(e.code or 0)
     return 0
@@ -96,56 +110,99 @@ def the_run(root: Path) -> Path:
     return runs[0]
 
 
-def test_extend_finished_run_matches_straight_run(tiny_data: Path, tmp_path: Path) -> None:
-    """fit 2 epochs == fit 1 epoch, then resume=auto with max_epochs=2 (constant LR)."""
-    common = ("model.scheduler=null",)
-    assert run_cli(tiny_data, tmp_path / "a", *common, "trainer.max_epochs=2") == 0
-    assert run_cli(tiny_data, tmp_path / "b", *common, "trainer.max_epochs=1") == 0
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path below ``folder`` with its size and modification time."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def test_extend_finished_run_matches_straight_run(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    """fit 2 epochs == fit 1 epoch, then resume=auto with max_epochs=2 (constant LR); the
+    resume inherits the run's own model.scheduler=null."""
+    assert run_cli(tiny_data, tmp_path / "a", "model.scheduler=null", "trainer.max_epochs=2") == 0
+    assert run_cli(tiny_data, tmp_path / "b", "model.scheduler=null", "trainer.max_epochs=1") == 0
     first = the_run(tmp_path / "b")
     first_config = (first / "config.yaml").read_text()
-    assert run_cli(tiny_data, tmp_path / "b", *common, "trainer.max_epochs=2", "resume=auto") == 0
+    assert run_cli(tiny_data, tmp_path / "b", "trainer.max_epochs=2", "resume=auto") == 0
     resumed = the_run(tmp_path / "b")
     assert resumed == first  # continued in place, no second run dir
     assert torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     assert (first / "config.yaml").read_text() == first_config  # first session's files kept
     assert (first / "config.resume1.yaml").is_file()
-    assert len(list((first / ".hydra").glob("resume-*/config.yaml"))) == 1
+    sessions = list((first / ".hydra").glob("resume-*/overrides.yaml"))
+    assert len(sessions) == 1 and "model.scheduler=null" in sessions[0].read_text()
     assert_same_run(the_run(tmp_path / "a"), resumed)
+    # finished at its length: a bare resume has nothing to continue, and writes nothing
+    before = snapshot(first)
+    capsys.readouterr()
+    assert run_cli(tiny_data, tmp_path / "b", f"resume={first}", base=False) == 2
+    assert "that run already finished" in capsys.readouterr().err
+    assert snapshot(first) == before
 
 
-def test_resume_mid_epoch_after_sigint(tiny_data: Path, tmp_path: Path) -> None:
-    """A Ctrl-C in the middle of epoch 2 saves last.ckpt; resume=auto ends where a straight
-    run ends (OneCycle schedule, augmentation and shuffling included)."""
-    assert run_cli(tiny_data, tmp_path / "a", "trainer.max_epochs=2") == 0
-    stop_at = BATCHES_PER_EPOCH + 2
-    code = run_cli(
-        tiny_data,
-        tmp_path / "b",
-        "trainer.max_epochs=2",
-        "+callbacks.signal._target_=test_resume.SignalAt",
-        f"+callbacks.signal.step={stop_at}",
-    )
-    assert code == 128 + signal.SIGINT
+def test_interrupted_fit_continues_with_the_printed_command(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A fit started with several overrides and interrupted mid-epoch by Ctrl-C continues with
+    the command its message prints (run as a real process), a bare resume=<run dir>, to an
+    uninterrupted run's weights and metrics (OneCycle schedule, shuffling and loader position
+    included). Resumes that change the schedule's length stop first, one line, writing nothing.
+    """
+    length = ["trainer.max_epochs=2", "trainer.limit_train_batches=6", "data.batch_size=50"]
+    straight = tmp_path / "a"
+    assert run_cli(tiny_data, straight, *length) == 0
+    # started as `python -m lightspeed` (the SIGTERM test in test_signals.py is a real one)
+    monkeypatch.setattr(sys, "argv", [str(Path(cli.__file__).with_name("__main__.py"))])
+    monkeypatch.delenv("LIGHTSPEED_LAUNCHER", raising=False)
+    signal_at = ["+callbacks.signal._target_=test_resume.SignalAt", "+callbacks.signal.step=8"]
+    started = [*base_args(tiny_data, tmp_path / "b"), *length, *signal_at]
+    capsys.readouterr()
+    assert run_cli(tiny_data, tmp_path / "b", *started, base=False) == 128 + signal.SIGINT
     run = the_run(tmp_path / "b")
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved["global_step"] == stop_at + 1  # stopped at the end of the batch in flight
-    assert not (run / "summary.json").exists()
-    assert run_cli(tiny_data, tmp_path / "b", "trainer.max_epochs=2", "resume=auto") == 0
-    assert (run / "summary.json").is_file()
+    assert saved["global_step"] == 9 and not (run / "summary.json").exists()  # batch in flight
+    line = next(x for x in capsys.readouterr().err.splitlines() if "interrupted" in x)
+    command = shlex.split(line.split("continue with: ")[1])
+    assert command[1:] == ["-m", "lightspeed", f"resume={run}"]
+
+    for handler in [h for h in logging.root.handlers if isinstance(h, logging.FileHandler)]:
+        logging.root.removeHandler(handler)  # Hydra's job log, as a new process would not have
+        handler.close()
+    before = snapshot(run)
+    for change, named in (
+        ("trainer.max_epochs=3", "trainer.max_epochs=2→3"),
+        ("data.batch_size=25", "data.batch_size=50→25"),
+        ("data.val_size=350", "train batches per epoch=6→5 (data size)"),
+    ):
+        assert run_cli(tiny_data, tmp_path / "b", f"resume={run}", change, base=False) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0] and "LR schedule" in err[0], err
+        assert snapshot(run) == before  # no config.resumeN.yaml, no .hydra/resume-*
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the run's SignalAt
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
     # train/acc of the interrupted epoch averages only the batches after the resume
     # (metric accumulators are not checkpointed); docs/reliability.md lists it as inexact
-    assert_same_run(the_run(tmp_path / "a"), run, inexact=("train/acc",))
+    assert_same_run(the_run(straight), run, inexact=("train/acc",))
+
+
+def fake_run(path: Path, mtime: float, overrides: list[str] | None = None) -> Path:
+    ckpt = path / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"x")
+    os.utime(ckpt, (mtime, mtime))
+    if overrides is not None:
+        (path / ".hydra").mkdir()
+        (path / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return path
 
 
 def test_resume_auto_picks_newest_last_ckpt(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    for name, mtime in (("2020-01-01_00-00-00-000001", 100), ("2020-01-02_00-00-00-000001", 50)):
-        ckpt = logs / "fit" / name / "checkpoints" / "last.ckpt"
-        ckpt.parent.mkdir(parents=True)
-        ckpt.write_bytes(b"x")
-        os.utime(ckpt, (mtime, mtime))
+    newest = fake_run(logs / "fit" / "2020-01-01_00-00-00-000001", 100)
+    fake_run(logs / "fit" / "2020-01-02_00-00-00-000001", 50)
     (logs / "fit" / "no-ckpt").mkdir()
-    assert find_latest_run(logs, "fit") == logs / "fit" / "2020-01-01_00-00-00-000001"
+    assert find_latest_run(logs, "fit") == newest
     run = resolve_resume("auto", logs, "fit")
     assert resolve_resume(str(run / "checkpoints" / "last.ckpt"), logs) == run
     argv = resume_overrides(["trainer.max_epochs=3", "resume=auto"], "auto", str(logs), "fit")
@@ -156,6 +213,52 @@ def test_resume_auto_picks_newest_last_ckpt(tmp_path: Path) -> None:
         resolve_resume("auto", tmp_path / "empty", "fit")
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_resume(str(logs / "fit" / "no-ckpt"), logs)
+
+
+def test_resume_starts_from_the_runs_own_overrides(tmp_path: Path) -> None:
+    """The newest session's overrides, the command's on top; an added key stays added."""
+    run = fake_run(tmp_path / "run", 1, ["trainer.max_epochs=2", "+extra.x=1", "ckpt_path=a.ckpt"])
+    newer = run / ".hydra" / "resume-2020-01-02_00-00-00-000000"
+    newer.mkdir()
+    (newer / "overrides.yaml").write_text("- trainer.max_epochs=2\n- +extra.x=1\n- seed=3\n")
+    argv = resume_overrides([f"resume={run}", "extra.x=2"], str(run), "logs", "fit")
+    assert argv[:3] == ["trainer.max_epochs=2", "seed=3", "++extra.x=2"]
+    assert merge_overrides(["a=1", "b=2"], ["a=3"]) == ["b=2", "a=3"]
+
+
+def test_resume_honours_an_explicit_run_dir(tmp_path: Path) -> None:
+    """hydra.run.dir names the run: resume=auto resumes it (not the newest elsewhere), and a
+    resume= of another run is refused with one line."""
+    logs = tmp_path / "logs"
+    older = fake_run(logs / "fit" / "older", 50)
+    fake_run(logs / "fit" / "newer", 100)
+    argv = resume_overrides([f"hydra.run.dir={older}", "resume=auto"], "auto", str(logs), "fit")
+    assert f"hydra.run.dir={older}" in argv and f"resume={older}" in argv
+    with pytest.raises(ConfigError, match="is another directory") as info:
+        resume_overrides([f"hydra.run.dir={older}"], str(logs / "fit" / "newer"), str(logs), "fit")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"resume=auto with hydra.run.dir=.* does not exist"):
+        resume_overrides([f"hydra.run.dir={tmp_path / 'new'}"], "auto", str(logs), "fit")
+    with pytest.raises(ConfigError, match="already holds a run"):  # a fresh run into it
+        resume_overrides([f"hydra.run.dir={older}"], None, str(logs), "fit")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        resume_overrides([f"hydra.run.dir={tmp_path / 'file' / 'run'}"], None, str(logs), "fit")
+
+
+def test_resume_command_matches_the_launcher(tmp_path: Path, monkeypatch) -> None:
+    run = tmp_path / "logs" / "fit" / "r1"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LIGHTSPEED_ROOT", raising=False)
+    monkeypatch.delenv("LIGHTSPEED_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("LIGHTSPEED_LAUNCHER", "make train")
+    assert resume_command(run) == "make train ARGS=resume=logs/fit/r1"
+    monkeypatch.delenv("LIGHTSPEED_LAUNCHER")
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "src" / "lightspeed" / "__main__.py")])
+    assert resume_command(run).split()[1:] == ["-m", "lightspeed", "resume=logs/fit/r1"]
+    script = tmp_path / ".venv" / "bin" / "lightspeed"
+    monkeypatch.setattr(sys, "argv", [str(script)])
+    assert resume_command(run) == ".venv/bin/lightspeed resume=logs/fit/r1"
 
 
 def test_ckpt_path_keeps_working(cfg_factory, tmp_path: Path) -> None:
@@ -172,11 +275,12 @@ def test_ckpt_path_keeps_working(cfg_factory, tmp_path: Path) -> None:
 
 
 def test_resume_refuses_longer_run_with_fixed_length_schedule(cfg_factory) -> None:
-    """OneCycleLR is sized for the first run; a longer resume fails with one line up front."""
+    """OneCycleLR is sized for the first run; a longer fit from its checkpoint fails with one
+    line up front (here in the job: run_task without the entry point's precheck)."""
     from lightspeed.build import run_task
 
     first = cfg_factory(["trainer.max_epochs=1", "data.batch_size=250"])
     run_task(first)
     ckpt = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match=r"trainer.max_epochs=1→2\).* sized for \d+ steps"):
-        run_task(cfg_factory(["trainer.max_epochs=2", f"ckpt_path={ckpt}"]))
+        run_task(cfg_factory(["trainer.max_epochs=2", "data.batch_size=250", f"ckpt_path={ckpt}"]))

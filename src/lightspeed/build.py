@@ -21,12 +21,17 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from lightspeed import PROCESS_START, hardware
+from lightspeed.callbacks.checkpointing import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    RestoreLoaderPosition,
+)
 from lightspeed.callbacks.metadata import RunMetadata
 from lightspeed.callbacks.speed import SpeedMonitor
-from lightspeed.checkpoint import AtomicCheckpointIO, LastCheckpoint, RestoreLoaderPosition
 from lightspeed.contracts import ModelContract
 from lightspeed.errors import ConfigError
-from lightspeed.resume import job_checkpoint, prepare_run_dir, session_file, start_resumed_fit
+from lightspeed.resume import count_train_batches, job_checkpoint, start_resumed_fit
+from lightspeed.rundir import prepare_run_dir, session_file
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +269,7 @@ def run_task(cfg: DictConfig) -> dict:
     ckpt = job_checkpoint(cfg.ckpt_path, cfg.get("resume"), cfg.paths.log_dir, cfg.task, run_dir)
     if cfg.task == "fit":
         if ckpt:
-            start_resumed_fit(trainer, ckpt)
+            start_resumed_fit(trainer, ckpt, cfg, lambda: count_train_batches(dm))
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
         best_cb = next(
             (cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None

@@ -233,6 +233,9 @@ def _job(cfg) -> float | None:
         print(f"lightspeed: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except RunInterrupted as e:  # a signal: last.ckpt is saved, the message says how to go on
+        from lightspeed.rundir import release_all
+
+        release_all()  # the printed command may run at once, even beside an in-process caller
         print(f"lightspeed: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     print_summary(summary)

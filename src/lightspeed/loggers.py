@@ -10,7 +10,7 @@ TensorBoard is told to hide the killed run's events past that step (``purge_step
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger as _CSVLogger
 from lightning.pytorch.loggers import TensorBoardLogger as _TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from lightspeed.checkpoint import fsync_dir
+from lightspeed.checkpoint import atomic_write
 
 
 def _step(row: dict) -> float | None:
@@ -49,15 +49,11 @@ class AppendingExperimentWriter(ExperimentWriter):
         kept = [r for r in rows if (s := _step(r)) is None or s != s or s <= self.keep_until_step]
         if len(kept) == len(rows):
             return
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
-            writer.writeheader()
-            writer.writerows(kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.metrics_keys)
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write(path, lambda f: f.write(text.getvalue().encode()))
 
 
 class CSVLogger(_CSVLogger):

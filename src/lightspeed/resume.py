@@ -1,13 +1,12 @@
-"""Resuming a run in its own directory, and the checks a run directory passes before use.
+"""Resuming a run in its own directory, as it was configured, after checks that write nothing.
 
-``resume=auto`` picks the run of the same task under ``paths.log_dir`` whose
-``checkpoints/last.ckpt`` was written most recently; ``resume=<run dir>`` (or the path of a
-``.ckpt`` inside it) picks one. The entry point (:func:`resume_overrides`) turns either into
-Hydra overrides, before ``hydra.main``, so the job runs *in that directory*: same checkpoints,
-same TensorBoard folder, same ``metrics.csv``; Hydra's own files for the new session go to
-``.hydra/resume-<time>/`` and leave the first session's ``.hydra/`` alone.
-
-This module imports neither torch nor Lightning: the entry point calls it before either.
+``resume=auto`` picks the fit run under ``paths.log_dir`` with the newest
+``checkpoints/last.ckpt``; ``resume=<run dir>`` (or a ``.ckpt`` in it) or ``hydra.run.dir``
+names one. :func:`resume_overrides` gives ``hydra.main`` the run's own overrides (its newest
+session's, saved in ``.hydra/``) with the command's on top, and for a fit
+``hydra.run.dir=<run>``: the job continues in that directory, its session's Hydra files in
+``.hydra/resume-<time>/``. :func:`check_continuation` refuses a length the checkpoint's LR
+schedule cannot take. Torch-free and Hydra-free: the entry point calls it before either.
 """
 
 from __future__ import annotations
@@ -16,25 +15,40 @@ import datetime as _dt
 import logging
 import os
 import re
+import shlex
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from lightspeed import rundir
+from lightspeed.checkpoint import CHECKPOINT_KEY, read_plain
 from lightspeed.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 LAST = Path("checkpoints") / "last.ckpt"
-FINISHED_MARKERS = ("checkpoints", "summary.json")
+# every input of a schedule's length → Lightning's value when the config leaves it out
+LENGTH_KEYS = {
+    "trainer.max_epochs": None,
+    "trainer.max_steps": -1,
+    "trainer.limit_train_batches": 1.0,
+    "trainer.accumulate_grad_batches": 1,
+    "trainer.devices": "auto",
+    "trainer.num_nodes": 1,
+    "data.batch_size": None,
+}
+NOT_INHERITED = ("resume", "ckpt_path")  # a resume continues last.ckpt, whatever started it
 
 
 def find_latest_run(log_dir: str | Path, task: str = "fit") -> Path | None:
     """The run dir under ``log_dir/task`` (multiruns included) with the newest last.ckpt."""
     root = Path(log_dir) / task
-    if not root.is_dir():
-        return None
-    found = [p for p in root.glob(f"**/{LAST.as_posix()}") if p.is_file()]
-    if not found:
-        return None
-    return max(found, key=lambda p: p.stat().st_mtime).parent.parent
+    found = [p for p in root.glob(f"**/{LAST.as_posix()}") if p.is_file()] if root.is_dir() else []
+    return max(found, key=lambda p: p.stat().st_mtime).parent.parent if found else None
 
 
 def resolve_resume(resume: str, log_dir: str | Path, task: str = "fit") -> Path:
@@ -53,13 +67,9 @@ def resolve_resume(resume: str, log_dir: str | Path, task: str = "fit") -> Path:
     if not (path / LAST).is_file():
         raise ConfigError(
             f"resume={resume}: {path / LAST} does not exist; give a run directory that has "
-            "checkpoints/last.ckpt, or resume=auto"
+            f"{LAST.as_posix()}, or resume=auto"
         )
     return path.resolve()
-
-
-def last_checkpoint(run_dir: str | Path) -> Path:
-    return Path(run_dir) / LAST
 
 
 def _quote(value: str) -> str:
@@ -69,22 +79,81 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _is_resume_override(arg: str) -> bool:
-    return re.match(r"^[+~]{0,2}resume(=|$)", arg) is not None
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _explicit_run_dir(argv: list[str]) -> Path | None:
+    """``hydra.run.dir`` when the command sets it to a plain path."""
+    values = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    if not values or "${" in values[-1]:
+        return None
+    value = values[-1]
+    if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return Path(value).expanduser()
+
+
+def run_overrides(run_dir: Path) -> list[str]:
+    """The overrides of the run's newest session (``.hydra/resume-*/`` or ``.hydra/``)."""
+    sessions = sorted((run_dir / ".hydra").glob("resume-*/overrides.yaml"))
+    path = sessions[-1] if sessions else run_dir / ".hydra" / "overrides.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text()) if path.is_file() else []
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"resume: cannot read the run's overrides {path} ({e})") from None
+    return [str(o) for o in saved or [] if _key(str(o)) not in NOT_INHERITED]
+
+
+def merge_overrides(inherited: list[str], given: list[str]) -> list[str]:
+    """``inherited`` with each key that ``given`` sets replaced by the given value."""
+    old = {_key(o): o for o in inherited}
+    new_keys = {_key(o) for o in given}
+    merged = [o for o in inherited if _key(o) not in new_keys]
+    for o in given:
+        if old.get(_key(o), "").startswith("+") and not o.startswith(("+", "~")):
+            o = f"++{o}"  # the key exists only because the run added it
+        merged.append(o)
+    return merged
 
 
 def resume_overrides(argv: list[str], resume: str | None, log_dir: str, task: str) -> list[str]:
-    """``argv`` with ``resume=`` resolved to a run dir, plus the Hydra overrides to run in it.
+    """The overrides for ``hydra.main``: a resume continues its run as configured, in its dir.
 
-    A fit continues in the run's directory (``hydra.run.dir``); other tasks take that run's
-    last.ckpt as their weights and get a directory of their own.
+    Refuses, before Hydra writes anything, a ``hydra.run.dir`` that holds another run or is in
+    use, and a ``resume`` of a run other than the ``hydra.run.dir`` given with it.
     """
+    if not rundir.is_launching_process():
+        return argv  # the other ranks rerun the launching process's (complete) command
+    explicit = _explicit_run_dir(argv)
+    if explicit is not None and not (resume and task == "fit"):
+        rundir.check_fresh_run_dir(explicit)
     if not resume:
         return argv
-    run_dir = resolve_resume(resume, log_dir, "fit")
-    out = [a for a in argv if not _is_resume_override(a)]
-    out.append(f"resume={_quote(str(run_dir))}")
+    if explicit is not None and task == "fit":
+        if resume == "auto" and not (explicit / LAST).is_file():
+            raise ConfigError(
+                f"resume=auto with hydra.run.dir={explicit}: {explicit / LAST} does not exist; "
+                "name a run that has one, or drop resume=auto to start a new run there"
+            )
+        run_dir = resolve_resume(str(explicit) if resume == "auto" else resume, log_dir)
+        if run_dir != explicit.resolve():
+            raise ConfigError(
+                f"resume={resume} continues {run_dir} but hydra.run.dir={explicit} is another "
+                "directory; a resumed run stays in its own directory: give only one of them"
+            )
+    elif explicit is not None and resume == "auto":
+        raise ConfigError(
+            f"resume=auto with hydra.run.dir and task={task}: name the run whose weights to use "
+            "(resume=<run dir>)"
+        )
+    else:
+        run_dir = resolve_resume(resume, log_dir)
+    own = ("resume",) + (("hydra.run.dir", "hydra.output_subdir") if task == "fit" else ())
+    given = [a for a in argv if _key(a) not in own]
+    out = [*merge_overrides(run_overrides(run_dir), given), f"resume={_quote(str(run_dir))}"]
     if task == "fit":
+        rundir.check_free(run_dir)
         stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
         out += [
             f"hydra.run.dir={_quote(str(run_dir))}",
@@ -93,58 +162,69 @@ def resume_overrides(argv: list[str], resume: str | None, log_dir: str, task: st
     return out
 
 
-def nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
+def count_train_batches(datamodule: Any) -> int:
+    """Train batches per epoch as the DataModule serves them to one process."""
+    datamodule.setup("fit")
+    return len(datamodule.train_dataloader())
 
 
-def check_writable(path: str | Path, key: str) -> None:
-    """ConfigError unless ``path`` is (or can be made as) a writable directory."""
-    path = Path(path)
-    base = nearest_existing(path.absolute())
-    if not base.is_dir():
-        raise ConfigError(f"{key}={path}: {base} is a file, not a directory; choose another path")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={path}: {base} is not writable; choose a writable directory")
+def setting(config: Any, key: str) -> Any:
+    """``config[a][b]`` for ``key="a.b"`` (None when absent); a dict or a DictConfig."""
+    for part in key.split("."):
+        config = config.get(part) if hasattr(config, "get") else None
+    return config
 
 
-def prepare_run_dir(run_dir: str | Path, resuming: bool) -> Path:
-    """Checks and creates the run directory at job start.
+def check_continuation(
+    checkpoint: dict, config: Any, train_batches: Callable[[], int], run_dir: Path | None = None
+) -> None:
+    """ConfigError when a fit from ``checkpoint`` (its plain data) cannot go on with ``config``.
 
-    A fresh run never reuses a directory that already holds a run's checkpoints or summary
-    (two runs started in the same microsecond, or a hand-set ``hydra.run.dir``): that would
-    overwrite the earlier run's files.
+    Each input of the schedule's length is compared with the checkpoint's saved config, and the
+    train batches per epoch (``train_batches()``, called only when needed) with the saved count;
+    a change stops the fit, naming each (old→new), when the LR schedule has a fixed length
+    (OneCycleLR's ``total_steps``: training past it fails in the scheduler). A resume
+    (``run_dir``) of a finished run with an unchanged length stops too: nothing to continue.
     """
-    run_dir = Path(run_dir)
-    check_writable(run_dir, "paths.output_dir")
-    if not resuming:
-        taken = [m for m in FINISHED_MARKERS if (run_dir / m).exists()]
-        if taken:
-            raise ConfigError(
-                f"run dir {run_dir} already holds a run ({', '.join(taken)}); refusing to "
-                f"overwrite it: continue it with resume={run_dir}, or start a new run dir"
-            )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"paths.output_dir={run_dir}: cannot create it ({e.strerror})") from None
-    return run_dir
+    meta = checkpoint.get(CHECKPOINT_KEY) or {}
+    saved = meta.get("config") or {}
+    changes = []
+    for key, default in LENGTH_KEYS.items():
+        old, new = (
+            default if v is None else v for v in (setting(saved, key), setting(config, key))
+        )
+        if saved and old != new:
+            changes.append(f"{key}={old}→{new}")
+    schedules = checkpoint.get("lr_schedulers") or []
+    total = next((s.get("total_steps") for s in schedules if isinstance(s, dict)), None)
+    devices = (setting(config, "trainer.devices") or 1, setting(config, "trainer.num_nodes") or 1)
+    if total and not changes and meta.get("train_batches") and devices == (1, 1):
+        limit = setting(config, "trainer.limit_train_batches") or 1.0
+        old, new = (_per_epoch(n, limit) for n in (meta["train_batches"], train_batches()))
+        if old != new:
+            changes.append(f"train batches per epoch={old}→{new} (data size)")
+    if total and changes:
+        raise ConfigError(
+            f"this fit changes the run length ({', '.join(changes)}) but the checkpoint's LR "
+            f"schedule was sized for {total} steps; continue with the run's own settings (a "
+            "bare resume=<run dir> uses them), or train with model.scheduler=null"
+        )
+    if run_dir and not changes and _finished(run_dir):
+        raise ConfigError(
+            f"resume={run_dir}: that run already finished (summary.json); nothing to continue: "
+            "give a longer trainer.max_epochs to train it further"
+        )
 
 
-def session_file(run_dir: str | Path, name: str, resuming: bool) -> Path:
-    """Where this session writes ``name`` (config.yaml, hardware.json).
+def _finished(run_dir: Path) -> bool:
+    """The run's fit ended: its summary.json is newer than its last.ckpt."""
+    summary = run_dir / "summary.json"
+    return summary.is_file() and summary.stat().st_mtime >= (run_dir / LAST).stat().st_mtime
 
-    A resumed session keeps the first session's file and writes ``<stem>.resume<k><suffix>``.
-    """
-    path = Path(run_dir) / name
-    if not resuming or not path.exists():
-        return path
-    stem, suffix = path.stem, path.suffix
-    k = 1
-    while (path.parent / f"{stem}.resume{k}{suffix}").exists():
-        k += 1
-    return path.parent / f"{stem}.resume{k}{suffix}"
+
+def _per_epoch(batches: int, limit: float | int) -> int:
+    """Batches an epoch trains (Lightning's reading of ``limit_train_batches``)."""
+    return int(batches * limit) if isinstance(limit, float) else min(batches, limit)
 
 
 def describe_resume(checkpoint: dict, path: str | Path) -> str:
@@ -152,8 +232,7 @@ def describe_resume(checkpoint: dict, path: str | Path) -> str:
     loops = checkpoint.get("loops", {}).get("fit_loop", {})
     progress = loops.get("epoch_loop.batch_progress", {})
     batch = progress.get("current", {}).get("processed", 0)
-    epoch, step = checkpoint.get("epoch", 0), checkpoint.get("global_step", 0)
-    where = f"epoch {epoch}, step {step}"
+    where = f"epoch {checkpoint.get('epoch', 0)}, step {checkpoint.get('global_step', 0)}"
     if batch and not progress.get("is_last_batch", False):
         where += f", mid-epoch after batch {batch}"
     return (
@@ -173,11 +252,8 @@ def logged_step(checkpoint: dict) -> int:
 def job_checkpoint(
     ckpt_path: str | None, resume: str | None, log_dir: str, task: str, run_dir: str | Path
 ) -> str | None:
-    """The checkpoint a job starts from: ``ckpt_path``, or the resumed run's last.ckpt.
-
-    A resumed fit must run in the resumed run's own directory (the entry point arranges it);
-    anything else would split one run over two directories.
-    """
+    """The checkpoint a job starts from: ``ckpt_path``, or the resumed run's last.ckpt (a
+    resumed fit must run in that run's own directory, as the entry point arranges)."""
     if ckpt_path or not resume:
         return ckpt_path
     resumed = resolve_resume(resume, log_dir, "fit")
@@ -186,15 +262,15 @@ def job_checkpoint(
             f"resume={resume} continues {resumed}, but this job writes to {run_dir}; "
             "start it with the lightspeed command (which runs it in that directory)"
         )
-    return str(last_checkpoint(resumed))
+    return str(resumed / LAST)
 
 
-def start_resumed_fit(trainer, ckpt_path: str) -> None:
-    """Logs where a resumed fit continues and points the loggers at the checkpoint's step."""
-    from lightspeed.checkpoint import read_checkpoint
-
-    checkpoint = read_checkpoint(ckpt_path, map_location="cpu")
-    check_schedule_length(checkpoint, trainer.max_epochs, trainer.max_steps)
+def start_resumed_fit(
+    trainer: Any, ckpt_path: str, config: Any, train_batches: Callable[[], int]
+) -> None:
+    """Checks the fit against its checkpoint, logs where it continues, aligns the loggers."""
+    checkpoint = read_plain(ckpt_path)
+    check_continuation(checkpoint, config, train_batches)
     log.info(describe_resume(checkpoint, ckpt_path))
     step = logged_step(checkpoint)
     for logger in trainer.loggers:
@@ -202,25 +278,35 @@ def start_resumed_fit(trainer, ckpt_path: str) -> None:
             logger.resume_from_step(step)
 
 
-def check_schedule_length(checkpoint: dict, max_epochs: int | None, max_steps: int) -> None:
-    """ConfigError when a resumed run's length differs from a schedule sized for the first.
+def resume_command(run_dir: str | Path) -> str:
+    """The command that continues ``run_dir``, in the form this process was started with.
 
-    A schedule with a fixed ``total_steps`` (OneCycleLR, ``total_steps: auto``) is restored
-    with the length of the first run; training past it fails inside the scheduler.
+    ``make train`` sets ``LIGHTSPEED_LAUNCHER``; otherwise ``python -m lightspeed`` or the
+    ``lightspeed`` script, as found in ``sys.argv[0]``.
     """
-    schedulers = checkpoint.get("lr_schedulers") or []
-    total = next((s.get("total_steps") for s in schedulers if s.get("total_steps")), None)
-    saved = ((checkpoint.get("lightspeed") or {}).get("config") or {}).get("trainer") or {}
-    if total is None or not saved:
-        return
-    changes = [
-        f"trainer.{k}={saved.get(k)}→{v}"
-        for k, v in (("max_epochs", max_epochs), ("max_steps", max_steps))
-        if k in saved and saved.get(k) != v
-    ]
-    if changes:
-        raise ConfigError(
-            f"resume changes the run length ({', '.join(changes)}) but the checkpoint's LR "
-            f"schedule was sized for {total} steps; resume with the original length, or "
-            "train with model.scheduler=null (or a schedule without total_steps)"
-        )
+    path = Path(run_dir).absolute()
+    shown = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+    arg = f"resume={_quote(shown)}"
+    launcher = os.environ.get("LIGHTSPEED_LAUNCHER")
+    if launcher:
+        make = launcher.split()[0] == "make"
+        return f"{launcher} {'ARGS=' if make else ''}{shlex.quote(arg)}"
+    env = [f"{v}={shlex.quote(os.environ[v])}" for v in ("LIGHTSPEED_ROOT", "LIGHTSPEED_CONFIG_DIR")
+           if v in os.environ]  # fmt: skip
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "__main__.py" and argv0.parent.name == "lightspeed":
+        command = [_program(Path(sys.executable)), "-m", "lightspeed"]
+    else:
+        command = [_program(argv0) if argv0.name == "lightspeed" else "lightspeed"]
+    return " ".join([*env, *command, shlex.quote(arg)])
+
+
+def _program(path: Path) -> str:
+    """How to call ``path`` from this shell: its name when on PATH, else its (relative) path."""
+    found = shutil.which(path.name)
+    if found and Path(found).absolute() == path.absolute():
+        return path.name
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
+    text = str(path)
+    return shlex.quote(text if "/" in text else f"./{text}")

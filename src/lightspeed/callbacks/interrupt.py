@@ -30,7 +30,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightspeed.errors import RunInterrupted
+from lightspeed.errors import ConfigError, RunInterrupted
+from lightspeed.resume import resume_command
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,11 @@ class GracefulInterrupt(L.Callback):
 
     def __init__(
         self,
-        signals: tuple[str, ...] | list[str] = ("SIGINT", "SIGTERM", "SIGUSR1"),
+        signals: list[str] | str = ("SIGINT", "SIGTERM", "SIGUSR1"),
         dirpath: str | None = None,
     ) -> None:
-        unknown = [s for s in signals if not isinstance(getattr(signal, str(s), None), int)]
-        if unknown:
-            from lightspeed.errors import ConfigError
-
-            raise ConfigError(f"callbacks.interrupt.signals: unknown signal(s) {unknown}")
-        self.signals = [getattr(signal, s) for s in signals]
+        self.names = [signals] if isinstance(signals, str) else [str(s) for s in signals]
+        self.signals: list[int] = []
         self.dirpath = dirpath
         self.received: int | None = None
         self._pending: RunInterrupted | None = None
@@ -96,6 +93,18 @@ class GracefulInterrupt(L.Callback):
                 signal.signal(sig, handler)
         self._previous = {}
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # checked here, not in __init__: Hydra's instantiate would wrap the error in a traceback
+        unknown = [s for s in self.names if not isinstance(getattr(signal, s, None), int)]
+        fixed = [s for s in self.names if s in ("SIGKILL", "SIGSTOP")]
+        if unknown or fixed:
+            raise ConfigError(
+                f"callbacks.interrupt.signals={self.names}: "
+                + (f"unknown signal(s) {unknown}" if unknown else f"{fixed} cannot be caught")
+                + "; e.g. [SIGINT, SIGTERM, SIGUSR1]"
+            )
+        self.signals = [getattr(signal, s) for s in self.names]
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.received = None
         self._pending = None
@@ -113,7 +122,7 @@ class GracefulInterrupt(L.Callback):
         self._pending = RunInterrupted(
             f"interrupted by {name} {where} (epoch {trainer.current_epoch}, "
             f"step {trainer.global_step}); saved {path}; "
-            f"continue with: lightspeed resume={run_dir}",
+            f"continue with: {resume_command(run_dir)}",
             exit_code=128 + signum,
             checkpoint=str(path),
         )

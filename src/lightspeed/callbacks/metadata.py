@@ -6,16 +6,19 @@ Plain data only (dicts, strings, numbers), so checkpoints load with
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import lightning as L
 
-CHECKPOINT_KEY = "lightspeed"
-FORMAT_VERSION = 1
+from lightspeed.checkpoint import CHECKPOINT_KEY, FORMAT_VERSION
+
+__all__ = ["CHECKPOINT_KEY", "RunMetadata"]
 
 
 class RunMetadata(L.Callback):
-    """Adds ``checkpoint["lightspeed"] = {config, git_commit, seed, versions, format_version}``."""
+    """Adds ``checkpoint["lightspeed"]``: config, git commit, seed, versions, format version,
+    and ``train_batches`` (the train loader's length, for the resume checks)."""
 
     def __init__(
         self, config: dict, git_commit: str | None, seed: int | None, versions: dict
@@ -27,6 +30,12 @@ class RunMetadata(L.Callback):
             "seed": seed,
             "versions": versions,
         }
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        dm = trainer.datamodule  # one process: counted as the entry's resume check counts it
+        if stage == "fit" and dm is not None and trainer.world_size == 1:
+            with contextlib.suppress(TypeError):  # a loader without a length
+                self.metadata["train_batches"] = len(dm.train_dataloader())
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]

@@ -10,7 +10,7 @@ which on a GPU means waiting for the queued kernels (a host sync). So:
   that flag every ``check_every_n_steps`` steps and before each validation. The run stops at
   most that many steps after the first bad loss, and names the step where it happened;
   the checkpoint IO refuses to save non-finite weights in between
-  (:class:`lightspeed.checkpoint.AtomicCheckpointIO`), so the last checkpoint stays good;
+  (:class:`lightspeed.callbacks.checkpointing.AtomicCheckpointIO`), so the last checkpoint stays good;
 * ``action=skip`` must decide before every optimizer step, so it reads the loss every step
   (one host sync per step on a GPU). A skipped step drops the gradients of that optimizer step
   (all its accumulated batches) and puts back the float buffers (BatchNorm statistics) that
@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
-from lightspeed.errors import ConfigError, UserError
+from lightspeed.constraints import PositiveInt
+from lightspeed.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +66,10 @@ class NanGuard(L.Callback):
 
     def __init__(
         self,
-        action: str = "stop",
-        check_every_n_steps: int | str = "auto",
-        max_consecutive_skips: int = 20,
+        action: Literal["stop", "skip"] = "stop",
+        check_every_n_steps: PositiveInt | Literal["auto"] = "auto",
+        max_consecutive_skips: PositiveInt = 20,
     ) -> None:
-        if action not in ("stop", "skip"):
-            raise ConfigError(f"callbacks.nan_guard.action={action} must be 'stop' or 'skip'")
-        if check_every_n_steps != "auto" and (
-            not isinstance(check_every_n_steps, int) or check_every_n_steps < 1
-        ):
-            raise ConfigError(
-                f"callbacks.nan_guard.check_every_n_steps={check_every_n_steps} must be >= 1 or auto"
-            )
-        if max_consecutive_skips < 1:
-            raise ConfigError(
-                f"callbacks.nan_guard.max_consecutive_skips={max_consecutive_skips} must be >= 1"
-            )
         self.action = action
         self.check_every_n_steps = check_every_n_steps
         self.max_consecutive_skips = max_consecutive_skips

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 
 from lightspeed import PROCESS_START
+from lightspeed.constraints import NonNegativeInt
 
 
 def peak_memory_mb(device: torch.device) -> tuple[str, float]:
@@ -35,7 +36,7 @@ class SpeedMonitor(L.Callback):
             allocator growth, cuDNN autotuning, compilation would skew the steady state).
     """
 
-    def __init__(self, warmup_steps: int = 5) -> None:
+    def __init__(self, warmup_steps: NonNegativeInt = 5) -> None:
         self.warmup_steps = warmup_steps
         self.summary: dict[str, Any] = {}
         self.time_to_first_step: float | None = None

@@ -1,0 +1,182 @@
+"""The Lightning side of checkpoints: the Trainer's ``CheckpointIO`` plugin, ``last.ckpt`` kept
+current, and a mid-epoch resume that continues at the next unseen batch.
+
+File formats, atomic writes and the one-line diagnoses are in :mod:`lightspeed.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lightspeed.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    describe_mismatch,
+    listing,
+    made_with,
+    read_checkpoint,
+)
+from lightspeed.constraints import NonNegativeInt
+from lightspeed.errors import UserError
+from lightspeed.rundir import check_writable
+
+
+class NonFiniteWeightsError(UserError):
+    """Refused to save a checkpoint whose weights hold NaN or inf."""
+
+
+def non_finite_keys(state_dict: Mapping[str, Any]) -> list[str]:
+    """Names of floating-point tensors holding NaN or inf (one host sync for all of them)."""
+    names = [k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point()]
+    if not names:
+        return []
+    finite = torch.stack([torch.isfinite(state_dict[k]).all().cpu() for k in names]).tolist()
+    return [k for k, ok in zip(names, finite, strict=True) if not ok]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``CheckpointIO`` that saves atomically, refuses NaN weights, and loads with one-line errors.
+
+    Lightning's own save (``_atomic_save``) stages the file in the system temp dir and moves it:
+    across file systems that move is a copy over the old file, and nothing is fsynced; so local
+    saves go through :func:`lightspeed.checkpoint.atomic_write` instead.
+
+    Args:
+        check_finite: refuse to save weights that hold NaN or inf (one host sync per save).
+    """
+
+    def __init__(self, check_finite: bool = True) -> None:
+        super().__init__()
+        self.check_finite = check_finite
+        self.expected_shapes: dict[str, tuple[int, ...]] | None = None
+        self.model_name = "this model"
+
+    def expect(self, module: torch.nn.Module) -> None:
+        """Loaded checkpoints must match these parameter/buffer shapes (else one line)."""
+        if getattr(module, "strict_loading", True) is False:
+            self.expected_shapes = None
+            return
+        self.expected_shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        self.model_name = type(getattr(module, "net", module)).__name__
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or not _is_local_file_protocol(str(path)):
+            super().save_checkpoint(checkpoint, path, storage_options)  # fsspec's transaction
+            return
+        if self.check_finite:
+            bad = non_finite_keys(checkpoint.get("state_dict", {}))
+            if bad:
+                raise NonFiniteWeightsError(
+                    f"refused to save {path}: weights hold NaN/inf at step "
+                    f"{checkpoint.get('global_step', '?')} ({listing(bad)}); the previous "
+                    "checkpoint there is kept"
+                )
+        try:
+            atomic_write(path, lambda f: torch.save(checkpoint, f))
+        except OSError as e:
+            name = errno.errorcode.get(e.errno or 0, "")
+            raise CheckpointError(
+                f"could not write {path}: {e.strerror or e}{f' ({name})' if name else ''}; "
+                f"the previous {Path(path).name} is kept; free space or fix the path, then resume"
+            ) from None
+
+    def load_checkpoint(
+        self,
+        path: Any,
+        map_location: Callable | Any = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        if not _is_local_file_protocol(str(path)):
+            return super().load_checkpoint(path, map_location, weights_only)
+        checkpoint = read_checkpoint(path, map_location, weights_only=weights_only is not False)
+        if self.expected_shapes is not None:
+            problem = describe_mismatch(checkpoint["state_dict"], self.expected_shapes)
+            if problem:
+                raise CheckpointError(
+                    f"checkpoint {path} does not fit {self.model_name}"
+                    f"{made_with(checkpoint)}: {problem}"
+                )
+        return checkpoint
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps ``<dirpath>/last.ckpt`` current: every N training steps and at each epoch end.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` (2.6) refreshes ``last.ckpt`` at an epoch
+    end only when a new best was saved there, so after an epoch without improvement the "last"
+    checkpoint is older than the run. This callback saves it unconditionally; the best-k files
+    stay with ``ModelCheckpoint``.
+
+    Args:
+        dirpath: folder of ``last.ckpt`` (the run's ``checkpoints/``).
+        every_n_train_steps: save every N optimizer steps (0: only at epoch ends). Saves are
+            atomic and cheap next to N steps; a kill loses at most N steps.
+        filename: file name without ``.ckpt``.
+    """
+
+    def __init__(
+        self, dirpath: str, every_n_train_steps: NonNegativeInt = 100, filename: str = "last"
+    ) -> None:
+        self.dirpath = dirpath
+        self.every_n_train_steps = every_n_train_steps
+        self.filename = filename
+        self._saved_step: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dirpath) / f"{self.filename}.ckpt"
+
+    @property
+    def last_model_path(self) -> str:
+        """The file, once this run has written it (mirrors ``ModelCheckpoint.last_model_path``)."""
+        return str(self.path) if self._saved_step is not None or self.path.is_file() else ""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        check_writable(self.dirpath, "callbacks.last_checkpoint.dirpath")  # not at the first save
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        if self._saved_step != trainer.global_step:
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state, for resume
+            self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        n = self.every_n_train_steps
+        if n and trainer.global_step % n == 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
+
+
+class RestoreLoaderPosition(L.Callback):
+    """Makes a mid-epoch resume continue at the next unseen batch.
+
+    Lightning restores a stateful train loader (``state_dict``/``load_state_dict``, as
+    :class:`~lightspeed.data.memory.InMemoryBatchLoader` has) when it builds the loader during
+    the fit. But a schedule sized from ``trainer.estimated_stepping_batches`` (OneCycleLR with
+    ``total_steps`` filled in) makes it build the loader earlier, before the checkpoint's loop
+    state is read, and the saved position is then never applied (Lightning 2.6): the resumed
+    epoch would start again from its first batch. This applies the pending position at
+    ``on_train_start``, before the first batch is drawn. A no-op when nothing is pending.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        fit_loop = trainer.fit_loop
+        pending = getattr(fit_loop, "_combined_loader_states_to_load", None)
+        loader = getattr(fit_loop, "_combined_loader", None)
+        if pending and loader is not None:
+            loader._load_state_dicts(pending)
+            fit_loop._combined_loader_states_to_load = []
