@@ -75,7 +75,7 @@ class _ForeignObject(Exception):
     pass
 
 
-def read_plain(path: str | Path) -> dict[str, Any]:
+def read_plain(path: str | Path, lightning: bool = True) -> dict[str, Any]:
     """A checkpoint's plain data (config, counters, schedule state) read without torch.
 
     Tensors come back as opaque stand-ins. Every way the file can be unusable is one line.
@@ -83,7 +83,8 @@ def read_plain(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: missing or empty; not a torch checkpoint (neither torch's zip format
             nor its older pickle format); a truncated zip; Python objects inside (refused by
-            ``weights_only`` loading); no ``state_dict``; written by a newer lightspeed.
+            ``weights_only`` loading); with ``lightning``, no ``state_dict`` or written by a
+            newer lightspeed.
     """
     path = Path(path)
     if not path.is_file():
@@ -113,6 +114,8 @@ def read_plain(path: str | Path) -> dict[str, Any]:
         ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(e)})") from None
+    if not lightning:
+        return data
     if not isinstance(data, dict) or "state_dict" not in data:
         raise CheckpointError(
             f"{path} is not a Lightning checkpoint (no 'state_dict'); "
@@ -145,12 +148,12 @@ def _read_zip(path: Path, size: int) -> Any:
 
 
 def read_checkpoint(
-    path: str | Path, map_location: Any = "cpu", weights_only: bool = True
+    path: str | Path, map_location: Any = "cpu", weights_only: bool = True, lightning: bool = True
 ) -> dict[str, Any]:
     """Loads a checkpoint with torch after :func:`read_plain` found nothing wrong with it."""
     import torch
 
-    read_plain(path)
+    read_plain(path, lightning)
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:

@@ -88,10 +88,7 @@ def _explicit_run_dir(argv: list[str]) -> Path | None:
     values = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
     if not values or "${" in values[-1]:
         return None
-    value = values[-1]
-    if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]
-    return Path(value).expanduser()
+    return Path(re.sub(r"^(['\"])(.*)\1$", r"\2", values[-1])).expanduser()
 
 
 def run_overrides(run_dir: Path) -> list[str]:
@@ -209,15 +206,15 @@ def check_continuation(
             f"schedule was sized for {total} steps; continue with the run's own settings (a "
             "bare resume=<run dir> uses them), or train with model.scheduler=null"
         )
-    if run_dir and not changes and _finished(run_dir):
+    if run_dir and not changes and _ended(run_dir):
         raise ConfigError(
             f"resume={run_dir}: that run already finished (summary.json); nothing to continue: "
             "give a longer trainer.max_epochs to train it further"
         )
 
 
-def _finished(run_dir: Path) -> bool:
-    """The run's fit ended: its summary.json is newer than its last.ckpt."""
+def _ended(run_dir: Path) -> bool:
+    """The fit wrote its summary after its last save: nothing is left to continue."""
     summary = run_dir / "summary.json"
     return summary.is_file() and summary.stat().st_mtime >= (run_dir / LAST).stat().st_mtime
 
@@ -255,14 +252,18 @@ def job_checkpoint(
     """The checkpoint a job starts from: ``ckpt_path``, or the resumed run's last.ckpt (a
     resumed fit must run in that run's own directory, as the entry point arranges)."""
     if ckpt_path or not resume:
-        return ckpt_path
-    resumed = resolve_resume(resume, log_dir, "fit")
-    if task == "fit" and resumed != Path(run_dir).resolve():
-        raise ConfigError(
-            f"resume={resume} continues {resumed}, but this job writes to {run_dir}; "
-            "start it with the lightspeed command (which runs it in that directory)"
-        )
-    return str(resumed / LAST)
+        path = ckpt_path
+    else:
+        resumed = resolve_resume(resume, log_dir, "fit")
+        if task == "fit" and resumed != Path(run_dir).resolve():
+            raise ConfigError(
+                f"resume={resume} continues {resumed}, but this job writes to {run_dir}; "
+                "start it with the lightspeed command (which runs it in that directory)"
+            )
+        path = str(resumed / LAST)
+    if path:
+        read_plain(path)  # an unusable file is one line, before Lightning opens it
+    return path
 
 
 def start_resumed_fit(

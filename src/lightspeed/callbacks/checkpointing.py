@@ -99,8 +99,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> dict[str, Any]:
         if not _is_local_file_protocol(str(path)):
             return super().load_checkpoint(path, map_location, weights_only)
-        checkpoint = read_checkpoint(path, map_location, weights_only=weights_only is not False)
-        if self.expected_shapes is not None:
+        # not only Lightning checkpoints: ddp_spawn hands its weights back as a bare state dict
+        checkpoint = read_checkpoint(path, map_location, weights_only is not False, False)
+        if self.expected_shapes is not None and "state_dict" in checkpoint:
             problem = describe_mismatch(checkpoint["state_dict"], self.expected_shapes)
             if problem:
                 raise CheckpointError(
