@@ -28,22 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lightspeed.callbacks.checkpointing import LastCheckpoint
 from lightspeed.errors import ConfigError, RunInterrupted
 from lightspeed.resume import resume_command
 
 log = logging.getLogger(__name__)
 
-LAST_NAME = "last.ckpt"
 
-
-def checkpoint_dir(trainer: L.Trainer) -> Path:
-    """Where the run keeps its checkpoints: the ModelCheckpoint's folder, else ``checkpoints/``."""
-    cb = trainer.checkpoint_callback
-    if isinstance(cb, ModelCheckpoint) and cb.dirpath:
-        return Path(cb.dirpath)
-    return Path(trainer.default_root_dir) / "checkpoints"
+def last_path(trainer: L.Trainer) -> Path:
+    """The run's ``last.ckpt``: the LastCheckpoint callback's file, else ``checkpoints/``'s."""
+    last = next((cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
+    return last.path if last else Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
 
 class GracefulInterrupt(L.Callback):
@@ -51,7 +47,7 @@ class GracefulInterrupt(L.Callback):
 
     Args:
         signals: names of the signals handled (``SIGINT``, ``SIGTERM``, ``SIGUSR1``, ...).
-        dirpath: folder for ``last.ckpt``; default: the ModelCheckpoint's folder.
+        dirpath: folder for ``last.ckpt``; default: the LastCheckpoint callback's.
     """
 
     def __init__(
@@ -115,14 +111,13 @@ class GracefulInterrupt(L.Callback):
         if self.received is None or self._pending is not None:
             return
         signum = self.received
-        path = (Path(self.dirpath) if self.dirpath else checkpoint_dir(trainer)) / LAST_NAME
+        path = Path(self.dirpath) / "last.ckpt" if self.dirpath else last_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)  # full state, for resume
         name = signal.Signals(signum).name
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         self._pending = RunInterrupted(
             f"interrupted by {name} {where} (epoch {trainer.current_epoch}, "
             f"step {trainer.global_step}); saved {path}; "
-            f"continue with: {resume_command(run_dir)}",
+            f"continue with: {resume_command(trainer.default_root_dir)}",
             exit_code=128 + signum,
             checkpoint=str(path),
         )

@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
 from lightspeed.constraints import PositiveInt
@@ -43,13 +42,10 @@ class NonFiniteLossError(UserError):
 
 
 def last_good_checkpoint(trainer: L.Trainer) -> str | None:
-    """The newest ``last.ckpt`` (or best) written by this run's checkpoint callbacks."""
-    for cb in trainer.checkpoint_callbacks:
-        if isinstance(cb, ModelCheckpoint):
-            for candidate in (cb.last_model_path, cb.dirpath and f"{cb.dirpath}/last.ckpt"):
-                if candidate and Path(candidate).is_file():
-                    return candidate
-    return None
+    """The ``last.ckpt`` (else the best checkpoint) this run's checkpoint callbacks wrote."""
+    paths = [getattr(cb, "last_model_path", "") for cb in trainer.checkpoint_callbacks]
+    paths += [getattr(cb, "best_model_path", "") for cb in trainer.checkpoint_callbacks]
+    return next((p for p in paths if p and Path(p).is_file()), None)
 
 
 class NanGuard(L.Callback):
