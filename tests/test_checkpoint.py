@@ -19,3 +19,20 @@ def test_io_loads_a_bare_state_dict(tmp_path: Path) -> None:
     loaded = io.load_checkpoint(tmp_path / ".temp.ckpt")
     assert loaded.keys() == weights.keys() and torch.equal(loaded["weight"], weights["weight"])
     assert [p.name for p in tmp_path.iterdir()] == [".temp.ckpt"]  # no temporary file left
+
+
+def test_unreadable_checkpoint_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """Tests run as root, so a file without read permission is simulated."""
+    import pytest
+
+    from lightspeed.checkpoint import CheckpointError, read_plain
+
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(b"PK\x03\x04")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(CheckpointError, match=r"cannot be read \(Permission denied\)"):
+        read_plain(path)

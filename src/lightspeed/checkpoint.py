@@ -92,9 +92,9 @@ def read_plain(path: str | Path, lightning: bool = True) -> dict[str, Any]:
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); use an earlier checkpoint")
-    with path.open("rb") as f:
-        head = f.read(32)
     try:
+        with path.open("rb") as f:
+            head = f.read(32)
         if head.startswith(ZIP_MAGIC):
             data = _read_zip(path, size)
         elif head.startswith(b"\x80") and LEGACY_MAGIC.to_bytes(10, "little") in head:
@@ -114,6 +114,8 @@ def read_plain(path: str | Path, lightning: bool = True) -> dict[str, Any]:
         ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(e)})") from None
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({e.strerror or e})") from None
     if not lightning:
         return data
     if not isinstance(data, dict) or "state_dict" not in data:

@@ -87,7 +87,10 @@ def is_launching_process() -> bool:
 def _try_lock(path: Path) -> int | None:
     """An fd holding the lock on ``path``, or None when another process holds it."""
     for _ in range(3):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(f"run dir lock {path} cannot be opened ({e.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not unlinked by its last owner
