@@ -17,6 +17,8 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,7 +31,7 @@ from lightspeed.callbacks.checkpointing import (
 from lightspeed.callbacks.metadata import RunMetadata
 from lightspeed.callbacks.speed import SpeedMonitor
 from lightspeed.contracts import ModelContract
-from lightspeed.errors import ConfigError
+from lightspeed.errors import ConfigError, UserError
 from lightspeed.resume import count_train_batches, job_checkpoint, start_resumed_fit
 from lightspeed.rundir import prepare_run_dir, session_file
 
@@ -99,11 +101,24 @@ def check_devices(cfg: DictConfig) -> None:
         log.warning("trainer.strategy=%s with one device: DDP adds overhead and no speed", strategy)
 
 
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` whose constructor's UserError comes out as itself (one line)."""
+    try:
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, MisconfigurationException):  # Lightning's word for a bad setting
+            raise ConfigError(f"{node.get('_target_')}: {str(cause).splitlines()[0]}") from None
+        raise
+
+
 def instantiate_group(node: DictConfig | None) -> list:
     """Builds every non-null entry of a callbacks/logger group, in config order."""
-    if not node:
-        return []
-    return [hydra.utils.instantiate(v) for v in node.values() if v is not None]
+    return [instantiate(v) for v in (node or {}).values() if v is not None]
 
 
 def bind_data_resolver(datamodule: Any) -> None:
@@ -188,9 +203,9 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule = instantiate(cfg.data)
     bind_data_resolver(datamodule)
-    module = hydra.utils.instantiate(cfg.model, _convert_="all")
+    module = instantiate(cfg.model)
     check_contracts(datamodule, module)
     apply_net_perf(module, cfg.perf)
 
@@ -205,14 +220,14 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
     # atomic saves, weights_only loads, one-line errors for unusable checkpoints
     checkpoint_io = AtomicCheckpointIO()
     checkpoint_io.expect(module)
-    user_plugins = hydra.utils.instantiate(cfg.trainer.get("plugins")) or []
+    user_plugins = instantiate(cfg.trainer.get("plugins")) or []
     trainer_kwargs["plugins"] = [*user_plugins, checkpoint_io]
     callbacks.append(RestoreLoaderPosition())
     if cfg.trainer.get("benchmark") is None:
         trainer_kwargs["benchmark"] = bool(cfg.perf.cudnn_benchmark) and not cfg.trainer.get(
             "deterministic"
         )
-    trainer = hydra.utils.instantiate(cfg.trainer, **trainer_kwargs)
+    trainer = instantiate(cfg.trainer, **trainer_kwargs)
     return Built(datamodule, module, trainer, run_dir, precision, callbacks)
 
 
