@@ -177,6 +177,19 @@ def test_interrupted_fit_continues_with_the_printed_command(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and named in err[0] and "LR schedule" in err[0], err
         assert snapshot(run) == before  # no config.resumeN.yaml, no .hydra/resume-*
+    (tmp_path / "empty").mkdir()  # data the check cannot load: the data's own line
+    assert (
+        run_cli(
+            tiny_data,
+            tmp_path / "b",
+            f"resume={run}",
+            f"data.data_dir={tmp_path / 'empty'}",
+            base=False,
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.data_dir=" in err[0] and snapshot(run) == before, err
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the run's SignalAt
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -212,8 +212,12 @@ def check_checkpoint(cfg) -> None:
 
         def train_batches() -> int:  # loads the data: only for a schedule of fixed length
             import hydra
+            from hydra.errors import InstantiationException
 
-            return count_train_batches(hydra.utils.instantiate(cfg.data, _convert_="all"))
+            try:
+                return count_train_batches(hydra.utils.instantiate(cfg.data, _convert_="all"))
+            except InstantiationException as e:  # the DataModule's own one-line error
+                raise e.__cause__ if isinstance(e.__cause__, UserError) else e from None
 
         check_continuation(checkpoint, cfg, train_batches, run_dir)
 
