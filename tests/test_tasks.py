@@ -21,7 +21,8 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
     cfg = compose_for_run(
         [
             "trainer=cpu",
-            "trainer.max_epochs=2",
+            "trainer.max_epochs=3",
+            "data.batch_size=50",  # 10 steps an epoch: the net learns the tiny data
             "++callbacks.progress_bar=null",
             "trainer.enable_progress_bar=false",
             "extras.print_config=false",
@@ -31,6 +32,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
         out,
     )
     summary = run_task(cfg)
+    assert summary["best_val_acc"] > 0.5
     return Path(summary["best_checkpoint"])
 
 

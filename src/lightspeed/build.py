@@ -19,13 +19,12 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from lightspeed import PROCESS_START, hardware
 from lightspeed.callbacks.checkpointing import (
     AtomicCheckpointIO,
-    LastCheckpoint,
     RestoreLoaderPosition,
 )
 from lightspeed.callbacks.metadata import RunMetadata
@@ -34,6 +33,7 @@ from lightspeed.contracts import ModelContract
 from lightspeed.errors import ConfigError, UserError
 from lightspeed.resume import count_train_batches, job_checkpoint, start_resumed_fit
 from lightspeed.rundir import prepare_run_dir, session_file
+from lightspeed.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,11 @@ def check_devices(cfg: DictConfig) -> None:
     if not on_gpu and isinstance(count, int) and count > 1 and strategy == "auto":
         raise ConfigError(
             f"trainer.devices={devices} on the CPU needs a multi-process strategy; use trainer=ddp_cpu"
+        )
+    if t.get("sync_batchnorm") and not on_gpu:
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); "
+            "set trainer.sync_batchnorm=false on the CPU"
         )
     if strategy.startswith("ddp") and count == 1 and t.get("num_nodes", 1) == 1:
         log.warning("trainer.strategy=%s with one device: DDP adds overhead and no speed", strategy)
@@ -228,13 +233,10 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
             "deterministic"
         )
     trainer = instantiate(cfg.trainer, **trainer_kwargs)
+    plan = getattr(datamodule, "plan_batches", None)
+    if plan is not None:  # data.batch_size is global: checked against the processes (one line)
+        log.info(plan(trainer.world_size, trainer.accumulate_grad_batches))
     return Built(datamodule, module, trainer, run_dir, precision, callbacks)
-
-
-def _metric(results: list[dict] | None, key: str) -> float | None:
-    if results and key in results[0]:
-        return float(results[0][key])
-    return None
 
 
 def print_config(cfg: DictConfig) -> None:
@@ -263,9 +265,11 @@ def run_task(cfg: DictConfig) -> dict:
     info = hardware.report()
     log.info("hardware: %s", hardware.one_line(info))
     built = build(cfg, run_dir)  # binds ${data:...}: the config resolves with the data's shape
-    if cfg.get("extras", {}).get("print_config", True):
-        print_config(cfg)
-    session_file(run_dir, "config.yaml", resuming).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if built.trainer.is_global_zero:  # ranks > 0 of a DDP run print and write nothing
+        if cfg.get("extras", {}).get("print_config", True):
+            print_config(cfg)
+        config = OmegaConf.to_yaml(cfg, resolve=True)
+        session_file(run_dir, "config.yaml", resuming).write_text(config)
     info["precision"] = built.precision
     info["accelerator"] = str(built.trainer.accelerator.__class__.__name__)
     info["devices"] = built.trainer.num_devices
@@ -275,44 +279,16 @@ def run_task(cfg: DictConfig) -> dict:
     for reason in getattr(loader, "reasons", []):
         log.info("data loader: %s", reason)
 
-    trainer, module, dm = built.trainer, built.module, built.datamodule
+    trainer, dm = built.trainer, built.datamodule
     summary: dict[str, Any] = {
         "task": cfg.task,
         "run_dir": str(run_dir),
         "precision": built.precision,
     }
     ckpt = job_checkpoint(cfg.ckpt_path, cfg.get("resume"), cfg.paths.log_dir, cfg.task, run_dir)
-    if cfg.task == "fit":
-        if ckpt:
-            start_resumed_fit(trainer, ckpt, cfg, lambda: count_train_batches(dm))
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
-        best_cb = next(
-            (cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None
-        )
-        best = best_cb.best_model_path if best_cb is not None else ""
-        score = best_cb.best_model_score if best_cb is not None else None
-        summary["best_val_acc"] = float(score) if score is not None else None
-        summary["best_checkpoint"] = best or None
-        lasts = [
-            str(cb.path) for cb in trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint)
-        ]
-        lasts += [best_cb.last_model_path] if best_cb is not None else []
-        summary["last_checkpoint"] = next((p for p in lasts if p and Path(p).is_file()), None)
-        summary["train_time_s"] = round(time.perf_counter() - t0, 2)
-        if not trainer.interrupted and cfg.get("extras", {}).get("test_after_fit", True):
-            results = trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
-            summary["test_acc"] = _metric(results, "test/acc")
-    elif cfg.task == "validate":
-        results = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
-        summary["val_acc"] = _metric(results, "val/acc")
-    elif cfg.task == "test":
-        results = trainer.test(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
-        summary["test_acc"] = _metric(results, "test/acc")
-    elif cfg.task == "predict":
-        preds = trainer.predict(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
-        out = run_dir / "predictions.pt"
-        torch.save(torch.cat(preds), out)
-        summary["predictions"] = str(out)
+    if cfg.task == "fit" and ckpt:
+        start_resumed_fit(trainer, ckpt, cfg, lambda: count_train_batches(dm))
+    summary.update(TASKS[cfg.task](built, cfg, ckpt))
     for cb in built.callbacks:
         if isinstance(cb, SpeedMonitor):
             summary.update(cb.summary)

@@ -157,7 +157,8 @@ def export(built: Any, cfg: Any, ckpt: str | None) -> dict:
     if diff > cfg.export.tolerance:
         raise UserError(
             f"{path}: ONNX Runtime's logits differ from torch's by {diff:.2e} "
-            f"(> export.tolerance={cfg.export.tolerance})"
+            f"(> export.tolerance={cfg.export.tolerance}; largest |logit| "
+            f"{expected.abs().max().item():.3g})"
         )
     return out
 
