@@ -1,0 +1,159 @@
+"""Training curves: ``curves.png`` in the run dir at the end of a fit, drawn from the CSV metrics.
+
+One drawing function, :func:`draw_curves`, serves the callback (one run) and
+``scripts/plot_runs.py`` (several runs overlaid). It reads ``metrics.csv`` as
+:class:`lightspeed.loggers.CSVLogger` writes it (one row per logging call, empty cells for the
+metrics that call did not log), so a resumed run's curves are continuous too. Matplotlib is
+imported only when drawing, and only its object API is used (a ``Figure`` saved through the
+Agg canvas): no pyplot, so no global backend is switched and no window can open.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger
+
+log = logging.getLogger(__name__)
+
+# panel title → metric columns drawn in it (a prefix ending in "-" matches every such column:
+# LearningRateMonitor names its columns lr-<optimizer>[/pg<i>])
+PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("loss", ("train/loss", "val/loss")),
+    ("accuracy", ("train/acc", "val/acc", "test/acc")),
+    ("learning rate", ("lr-",)),
+)
+# split → (line style, marker); colour tells runs apart
+STYLES = {"train": ("-", None), "val": ("--", None), "test": ("none", "o")}
+
+Series = dict[str, tuple[list[float], list[float]]]  # column → (steps, values)
+
+
+def read_metrics(path: str | Path) -> Series:
+    """The columns of a ``metrics.csv`` as ``(steps, values)``, skipping empty cells."""
+    series: Series = {}
+    with Path(path).open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                step = float(row.get("step") or "nan")
+            except ValueError:
+                continue
+            for key, text in row.items():
+                if key in ("step", "epoch") or not text:
+                    continue
+                try:
+                    value = float(text)
+                except ValueError:
+                    continue
+                if math.isfinite(step) and math.isfinite(value):
+                    steps, values = series.setdefault(key, ([], []))
+                    steps.append(step)
+                    values.append(value)
+    return series
+
+
+def _columns(series: Series, wanted: tuple[str, ...]) -> list[str]:
+    out = []
+    for name in wanted:
+        if name.endswith("-"):  # a prefix: lr-SGD, lr-AdamW/pg1, but not their momentum
+            out += sorted(k for k in series if k.startswith(name) and "momentum" not in k)
+        elif name in series:
+            out.append(name)
+    return out
+
+
+def draw_curves(runs: Mapping[str, str | Path], out: str | Path) -> dict[str, list[str]]:
+    """Draws the runs' metrics side by side (loss, accuracy, LR) into the PNG ``out``.
+
+    Args:
+        runs: legend label → that run's ``metrics.csv``; with one run the label is left out of
+            the legend. Colour tells runs apart, line style the split (train solid, val dashed,
+            test a point).
+        out: the PNG to write (its folder is made if needed).
+
+    Returns:
+        Each panel's title (in order) → the legend labels of the curves drawn in it.
+    """
+    from matplotlib.figure import Figure  # imported here: a fit that draws nothing never pays
+
+    data = {label: read_metrics(path) for label, path in runs.items()}
+    fig = Figure(figsize=(5 * len(PANELS), 4), layout="constrained")
+    axes = fig.subplots(1, len(PANELS))
+    colours = [f"C{i % 10}" for i in range(len(data))]
+    panels: dict[str, list[str]] = {}
+    for ax, (title, wanted) in zip(axes, PANELS, strict=True):
+        drawn = panels.setdefault(title, [])
+        for colour, (label, series) in zip(colours, data.items(), strict=True):
+            for column in _columns(series, wanted):
+                steps, values = series[column]
+                split = column.split("/", 1)[0]
+                name = column.removeprefix("lr-") if title == "learning rate" else split
+                name = name if len(data) == 1 else f"{label} {name}"
+                linestyle, marker = STYLES.get(split, ("-", None))
+                ax.plot(
+                    steps,
+                    values,
+                    color=colour,
+                    linestyle=linestyle,
+                    marker=marker or ("o" if len(steps) == 1 else None),  # a lone point shows
+                    label=name,
+                )
+                drawn.append(name)
+        if drawn:
+            values = [v for s in data.values() for c in _columns(s, wanted) for v in s[c][1]]
+            if title == "loss" and min(values) > 0 and max(values) > 20 * min(values):
+                ax.set_yscale("log")  # from the first steps to near 0 in one view
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return panels
+
+
+class CurvePlotter(L.Callback):
+    """Writes ``filename`` (train/val loss and accuracy, LR) at the end of a fit.
+
+    Drawn by the global-zero process from the run's CSV logger; without one (``logger=none``,
+    or a logger group that leaves out ``csv``) it says so in one line and draws nothing.
+
+    Args:
+        filename: the PNG's name, in ``dirpath``.
+        dirpath: where it goes; None: the trainer's ``default_root_dir`` (the run dir).
+    """
+
+    def __init__(self, filename: str = "curves.png", dirpath: str | None = None) -> None:
+        self.filename = filename
+        self.dirpath = dirpath
+        self.path: Path | None = None  # the PNG, once drawn
+        self.panels: dict[str, list[str]] = {}  # its panels → their curves (draw_curves)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+        if logger is None:
+            log.info("curves: no CSV logger in this run, so no %s", self.filename)
+            return
+        logger.save()  # the loggers flush after on_fit_end: write the last rows now
+        metrics = Path(logger.experiment.metrics_file_path)
+        if not metrics.is_file():
+            log.info("curves: %s holds no metrics yet, so no %s", metrics, self.filename)
+            return
+        out = Path(self.dirpath or trainer.default_root_dir) / self.filename
+        try:
+            self.panels = draw_curves({"run": metrics}, out)
+        except ImportError as e:  # a finished fit is not failed for its picture
+            log.warning("curves: %s; pip install matplotlib to get %s", e, self.filename)
+            return
+        self.path = out
+        log.info("curves: %s", out)
