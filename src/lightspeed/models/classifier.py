@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightspeed.constraints import PositiveInt, UnitInterval
+from lightspeed.models.init import initialize
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -35,6 +36,8 @@ class Classifier(L.LightningModule):
         scheduler_interval: ``step`` or ``epoch``.
         num_classes: number of classes (the config reads it from the data: ``${data:num_classes}``).
         label_smoothing: cross-entropy label smoothing, in [0, 1).
+        init: weight initialisation of the net's layers (:mod:`lightspeed.models.init`);
+            ``default`` keeps the net's own.
     """
 
     def __init__(
@@ -45,9 +48,10 @@ class Classifier(L.LightningModule):
         scheduler_interval: Literal["step", "epoch"] = "step",
         num_classes: PositiveInt = 10,
         label_smoothing: UnitInterval = 0.0,
+        init: Literal["default", "kaiming", "xavier", "orthogonal"] = "default",
     ) -> None:
         super().__init__()
-        self.net = net
+        self.net = initialize(net, init)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
@@ -101,7 +105,10 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         metric(logits, y)
-        self.log(f"{split}/loss", self.criterion(logits, y), on_epoch=True, prog_bar=False)
+        # Under DDP each rank evaluates its part: the loss is averaged over all of them at the
+        # epoch end (sync_dist), the accuracy metric sums its counts over the ranks itself.
+        loss = self.criterion(logits, y)
+        self.log(f"{split}/loss", loss, on_epoch=True, prog_bar=False, sync_dist=True)
         self.log(f"{split}/acc", metric, on_epoch=True, prog_bar=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
