@@ -23,7 +23,7 @@ data: install ## make Fashion-MNIST available (data/ → system copy → downloa
 	@$(PY) scripts/get_data.py
 
 train: install data ## train the default config; extra overrides: make train ARGS="trainer.max_epochs=3"
-	$(VENV)/bin/lightspeed $(ARGS)
+	LIGHTSPEED_LAUNCHER="make train" $(VENV)/bin/lightspeed $(ARGS)
 
 test: install ## fast test suite
 	$(VENV)/bin/pytest -q $(ARGS)
