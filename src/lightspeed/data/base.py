@@ -41,9 +41,12 @@ class ImageDataModule(L.LightningDataModule):
     """Loader knobs and loaders shared by every image classification DataModule here.
 
     Args:
-        batch_size: training batch size per device.
-        eval_batch_size: batch size of validation, test and predict (no gradients: larger is
-            free speed).
+        batch_size: training samples per optimizer step across all devices (the global
+            batch); each of the ``devices × num_nodes`` processes takes ``batch_size /
+            (devices × num_nodes)`` of them, so a run's results do not depend on how many
+            devices it uses. Gradient accumulation multiplies it: see :meth:`plan_batches`.
+        eval_batch_size: batch size of validation, test and predict across all devices (no
+            gradients: larger is free speed).
         num_workers: DataLoader worker processes, or ``auto``: 0 for data held in memory, about
             half the usable cores for data read from files. ``> 0`` on in-memory data switches
             from the in-memory batch loader to a DataLoader over the same tensors.
@@ -199,11 +202,11 @@ class ImageDataModule(L.LightningDataModule):
         missing = [s for s in SPLITS if s not in self._splits]
         if missing:
             raise NotImplementedError(f"{type(self).__name__}.load_splits set no {missing} split")
-        per_rank = len(self.dataset("train")) // self._rank()[1]
-        if self.drop_last and per_rank < self.batch_size:
+        n_train = len(self.dataset("train"))
+        if self.drop_last and n_train < self.batch_size:
             raise ConfigError(
                 f"data.batch_size={self.batch_size} with data.drop_last=true leaves no training "
-                f"batch ({per_rank} training images per device); use a batch size <= {per_rank}"
+                f"batch ({n_train} training images); use a batch size <= {n_train}"
             )
         sizes = " / ".join(f"{len(self.dataset(s))} {s}" for s in SPLITS)
         shape = "x".join(str(d) for d in (self.in_channels, *self.image_size))
@@ -222,8 +225,9 @@ class ImageDataModule(L.LightningDataModule):
         return TensorBatchDataset(*data) if isinstance(data, tuple) else data
 
     def eval_dataloader(self, split: str) -> Any:
-        """An unshuffled evaluation loader over any split (``task=predict`` reads one)."""
-        return self._loader(split, train=False)
+        """An unshuffled loader over all of any split, in every process (``task=predict``
+        reads one; under DDP, ``val_dataloader``/``test_dataloader`` give each rank its part)."""
+        return self._loader(split, train=False, shard=False)
 
     def sample_ids(self, split: str) -> list[str]:
         """One id per sample of ``split``, in loader order: its file path, else its row."""
@@ -233,6 +237,35 @@ class ImageDataModule(L.LightningDataModule):
         samples = getattr(data, "samples", None)  # [(path, label), ...] of file-backed sets
         rows = range(len(data)) if rows is None else rows
         return [str(samples[r][0]) if samples is not None else str(r) for r in rows]
+
+    def plan_batches(self, world_size: int = 1, accumulate: int = 1) -> str:
+        """Checks that the global batch divides over ``world_size`` processes; one line saying
+        the per-device and effective (per optimizer step) batch.
+
+        Raises:
+            ConfigError: ``data.batch_size`` is not a multiple of ``world_size``.
+        """
+        per_device = self.per_device_batch(world_size)
+        line = f"batch: data.batch_size={self.batch_size} global"
+        if world_size > 1:
+            line += f" = {world_size} processes x {per_device} per device"
+        if accumulate > 1:
+            line += (
+                f"; effective {self.batch_size * accumulate} per optimizer step "
+                f"({accumulate} accumulated batches)"
+            )
+        return line
+
+    def per_device_batch(self, world_size: int) -> int:
+        """``batch_size / world_size``; ConfigError when it does not divide."""
+        if self.batch_size % world_size:
+            lower = self.batch_size - self.batch_size % world_size or world_size
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is the global batch and does not divide over "
+                f"{world_size} processes (devices x num_nodes); use a multiple of {world_size}, "
+                f"e.g. {lower} or {lower + world_size}"
+            )
+        return self.batch_size // world_size
 
     @functools.cached_property
     def loader(self) -> LoaderSettings:
@@ -297,12 +330,14 @@ class ImageDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, split: str, train: bool) -> Any:
+    def _loader(self, split: str, train: bool, shard: bool = True) -> Any:
         data = self._split(split)
+        rank, world = self._rank() if shard else (0, 1)
         batch_size = self.batch_size if train else self.eval_batch_size
         augment = self.augment if train else None
         if isinstance(data, tuple) and self.uses_memory_loader:
-            rank, world = self._rank() if train else (0, 1)
+            if train:
+                self.per_device_batch(world)  # the global batch must divide
             return InMemoryBatchLoader(
                 *data,
                 batch_size,
@@ -313,11 +348,14 @@ class ImageDataModule(L.LightningDataModule):
                 rank=rank,
                 world_size=world,
             )
+        # A DataLoader's batch is per device: under DDP, Lightning adds a DistributedSampler
+        # (whose padding may repeat up to world_size - 1 evaluation samples).
+        per_device = self.per_device_batch(world) if train else -(-batch_size // world)
         dataset = TensorBatchDataset(*data) if isinstance(data, tuple) else data
         collate = pass_through if isinstance(dataset, BatchDataset) else self.collate_samples
         return DataLoader(
             dataset,
-            batch_size=batch_size,
+            batch_size=per_device,
             shuffle=train,
             drop_last=self.drop_last and train,
             collate_fn=BatchCollate(collate, augment),

@@ -4,6 +4,11 @@
 epoch: no per-sample ``__getitem__``, no collate, no worker processes. For a data set that fits
 in RAM (Fashion-MNIST is 55 MB as uint8) this is many times faster than a DataLoader; see
 ``benchmarks/results/`` for the measured ratio.
+
+Under DDP the batch size is the *global* batch: every rank draws the same epoch order (same
+seed and epoch), cuts it into the same global batches, and takes every ``world_size``-th sample
+of each, starting at its rank. So each optimizer step sees exactly the samples a single process
+would see with the same batch size, and each sample is used once per epoch across the ranks.
 """
 
 from __future__ import annotations
@@ -17,30 +22,20 @@ from torch import Tensor
 
 from lightspeed.data.augment import BatchAugment
 
+# Offsets that keep the per-epoch and per-rank augmentation streams apart.
+EPOCH_STRIDE, RANK_STRIDE = 7919, 104729
+
 
 class EpochPermutation:
-    """The index order of one epoch: seeded, reproducible, and sharded across DDP ranks.
+    """The sample order of one epoch, the same on every rank (seeded by ``seed + epoch``).
 
-    Like ``DistributedSampler``: every rank draws the same permutation (same seed and epoch),
-    pads it to a multiple of ``world_size`` (or drops the tail), and takes every
-    ``world_size``-th index starting at ``rank``. Lightning calls :meth:`set_epoch` before
-    each training epoch (it looks for a ``sampler`` attribute with that method).
+    Lightning calls :meth:`set_epoch` before each training epoch (it looks for a ``sampler``
+    attribute with that method), as it does for a ``DistributedSampler``.
     """
 
-    def __init__(
-        self,
-        n: int,
-        shuffle: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
-    ) -> None:
+    def __init__(self, n: int, shuffle: bool, seed: int = 0) -> None:
         self.n, self.shuffle, self.seed = n, shuffle, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
-        per_rank = n // world_size if drop_last else math.ceil(n / world_size)
-        self.num_samples = per_rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -51,14 +46,22 @@ class EpochPermutation:
             order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
-        total = self.num_samples * self.world_size
-        if total > self.n:  # pad by wrapping around, as DistributedSampler does
-            order = torch.cat([order, order[: total - self.n]])
-        order = order[:total][self.rank :: self.world_size]
         return order.to(device, non_blocking=True)
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.n
+
+
+def rank_slice(batch: Tensor, order: Tensor, rank: int, world_size: int, pad: bool) -> Tensor:
+    """This rank's samples of one global ``batch`` of indices: every ``world_size``-th one.
+
+    A last batch with fewer samples than ranks would leave some ranks nothing; with ``pad``
+    (training, where every rank must take the step) those take the first samples of the
+    epoch's ``order`` again.
+    """
+    if pad and len(batch) < world_size:
+        batch = torch.cat([batch, order[: world_size - len(batch)]])
+    return batch[rank::world_size]
 
 
 class InMemoryBatchLoader:
@@ -67,12 +70,14 @@ class InMemoryBatchLoader:
     Args:
         x: inputs, already normalised, ``[N, C, H, W]`` (any device).
         y: integer labels ``[N]`` on the same device.
-        batch_size: samples per batch (per rank under DDP).
+        batch_size: samples per step across all ranks (the global batch); each rank gets
+            ``batch_size / world_size`` of them.
         shuffle: draw a new permutation each epoch (train) or keep the order (eval).
-        drop_last: drop the last incomplete batch.
-        augment: batched augmentation applied to each training batch, or None.
-        seed: base seed; epoch ``e`` uses ``seed + e`` for order and augmentation.
-        rank, world_size: DDP shard of this process.
+        drop_last: drop the last incomplete global batch.
+        augment: batched augmentation applied to each training batch, or None. Each rank
+            draws its own flips/crops (seeded by seed, epoch and rank).
+        seed: base seed; epoch ``e`` uses ``seed + e`` for the order.
+        rank, world_size: DDP position of this process.
     """
 
     def __init__(
@@ -89,17 +94,21 @@ class InMemoryBatchLoader:
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.drop_last = drop_last
+        self.rank, self.world_size = rank, world_size
         self.augment = augment if augment is not None and augment.active else None
-        self.sampler = EpochPermutation(len(x), shuffle, seed, rank, world_size, drop_last)
+        self.sampler = EpochPermutation(len(x), shuffle, seed)
         self.batch_sampler = None  # Lightning inspects DataLoader-like attributes
         self._batches_done = 0  # position inside the current epoch, for mid-epoch resume
         self._resume_at = 0
         self._resume_epoch: int | None = None
 
     def __len__(self) -> int:
+        """Batches per epoch: the same on every rank (the number of global batches)."""
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
@@ -108,14 +117,21 @@ class InMemoryBatchLoader:
         generator = None
         if self.augment is not None:
             generator = torch.Generator(device=self.x.device)
-            generator.manual_seed(self.sampler.seed + 7919 * (self.sampler.epoch + 1))
+            epoch = self.sampler.epoch + 1
+            generator.manual_seed(
+                self.sampler.seed + EPOCH_STRIDE * epoch + RANK_STRIDE * self.rank
+            )
         # a saved position applies only to the epoch it was saved in, and only if that epoch
         # was not finished (a checkpoint from an epoch end continues with the next epoch)
         start = self._resume_at if self.sampler.epoch == self._resume_epoch else 0
         start = start if start < len(self) else 0
         self._resume_at, self._resume_epoch = 0, None
+        pad = self.sampler.shuffle  # training batches: every rank must take a step
         for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            batch = order[i * self.batch_size : (i + 1) * self.batch_size]
+            idx = rank_slice(batch, order, self.rank, self.world_size, pad)
+            if len(idx) == 0:  # an evaluation tail smaller than the number of ranks
+                continue
             xb = self.x.index_select(0, idx)
             if generator is not None:
                 # draw augmentation for skipped batches too, so a resumed epoch is identical
