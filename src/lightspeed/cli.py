@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+from lightspeed import distributed
 from lightspeed.errors import ConfigError, RunInterrupted, UserError
 from lightspeed.resume import resume_overrides
 
@@ -228,6 +229,7 @@ def _job(cfg) -> float | None:
 
     try:
         validate(cfg)
+        distributed.prepare_job(cfg)  # a multirun or requeued job on several processes
         from lightspeed.build import run_task
 
         summary = run_task(cfg)
@@ -240,9 +242,14 @@ def _job(cfg) -> float | None:
         from lightspeed.rundir import release_all
 
         release_all()  # the printed command may run at once, even beside an in-process caller
-        print(f"lightspeed: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    print_summary(summary)
+        if distributed.is_rank_zero():
+            print(f"lightspeed: {e}", file=sys.stderr)
+        requeued = distributed.requeue(e.exit_code - 128)  # SLURM's time-limit signal
+        if requeued:
+            print(f"lightspeed: {requeued}", file=sys.stderr)
+        sys.exit(distributed.interrupted_exit_code(e.exit_code))
+    if distributed.is_rank_zero():
+        print_summary(summary)
     # the value a sweeper (hparams_search) optimises
     return summary.get("best_val_acc") or summary.get("val_acc")
 
@@ -291,6 +298,14 @@ def main(argv: list[str] | None = None) -> None:
     if plain:
         try:
             cfg, argv = checked_overrides(argv)
+            if cfg.get("hparams_search") is not None:
+                from lightspeed.sweep import run_sweep
+
+                sys.exit(run_sweep(cfg, argv))
+            # torchrun/srun ranks share one run dir; a restarted launch continues it
+            launched = distributed.launch_overrides(argv, cfg)
+            if launched != argv:
+                cfg, argv = checked_overrides(launched)
             # resume: the run's own overrides, these on top, run in the run's own directory
             resumed = resume_overrides(argv, cfg.get("resume"), cfg.paths.log_dir, cfg.task)
             if resumed != argv:
@@ -301,8 +316,15 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             print(f"lightspeed: error: {e}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
+    else:  # a constructor parameter the YAML leaves out is a key here too (++key=...)
+        overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+        declared = dict(zip(overrides, _declare_signature_keys(overrides), strict=True))
+        argv = [declared.get(a, a) for a in argv]
     import hydra
 
+    from lightspeed.config import register_schema
+
+    register_schema()  # also for -m/--cfg, which skip the precheck that registers it
     sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_job)()
 
