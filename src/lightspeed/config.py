@@ -1,17 +1,9 @@
-"""The run config's schema and the checks that run before anything heavy is imported.
+"""The run config's schema and the checks that run before torch is imported.
 
-Every setting is declared once:
-
-* a ``_target_`` node (``data``, ``model``, ``model.net``, ``trainer``, each callback and
-  logger, optimisers, ...) takes its keys and types from the target's own constructor
-  signature, read from source (:mod:`lightspeed.signatures`): the class *is* the schema, so a
-  new DataModule or net needs no entry here, and Trainer keys come from ``lightning.Trainer``;
-* the entry's own keys (task, seed, ``perf.*``, ``extras.*``, ``paths.*``) are the dataclasses
-  below, registered with Hydra as the root config's schema (``configs/train.yaml`` extends it).
-
-:func:`validate` adds the rules that span keys (precision against the device, a run that never
-stops, a task without weights, ...), each written once, and raises :class:`ConfigError` with
-one line naming the key, the bad value and what is accepted. No torch, no Lightning.
+A ``_target_`` node's keys and types are its target's constructor signature, read from source
+(:mod:`lightspeed.signatures`), so a new DataModule or net needs no entry here; the entry's own
+keys are the dataclasses below, registered with Hydra as ``train.yaml``'s schema. The rules
+that span keys are written once each and raise a one-line :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -19,16 +11,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import types
-import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
 from lightspeed.constraints import Range
 from lightspeed.errors import ConfigError
-from lightspeed.signatures import is_lenient, read_signature
+from lightspeed.signatures import check_value, read_signature
 
 PRECISIONS = (
     "auto",
@@ -154,82 +144,6 @@ def gpu_present() -> bool:
     return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
 
 
-# --- types, read from signatures ------------------------------------------------------------
-
-
-def _conforms(value: Any, tp: Any) -> bool:
-    if tp is Any or is_lenient(tp) or value == FROM_DATA:
-        return True
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        base, *meta = typing.get_args(tp)
-        ranges = [m for m in meta if isinstance(m, Range)]
-        return _conforms(value, base) and all(r.accepts(value) for r in ranges)
-    if origin in (Union, types.UnionType):
-        return any(_conforms(value, t) for t in typing.get_args(tp))
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
-    if tp is None or tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    cls = origin or tp
-    if cls in (list, tuple, typing.Sequence) or cls is Iterable or _is_abc(cls, "Sequence"):
-        return isinstance(value, (list, tuple))
-    if cls is dict or _is_abc(cls, "Mapping"):
-        return isinstance(value, dict)
-    if _is_abc(cls, "Callable"):
-        return True
-    return not isinstance(cls, type) or isinstance(value, cls)
-
-
-def _is_abc(cls: Any, name: str) -> bool:
-    import collections.abc
-
-    return cls is getattr(collections.abc, name)
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        base, *meta = typing.get_args(tp)
-        return " ".join([_describe(base), *(m.describe() for m in meta if isinstance(m, Range))])
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(t) for t in typing.get_args(tp))
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if tp is None or tp is type(None):
-        return "null"
-    return getattr(origin or tp, "__name__", str(tp))
-
-
-def _range_problem(tp: Any, value: Any) -> str | None:
-    """'must be > 0' when ``value`` has the right type but is out of an annotated range."""
-    for option in (
-        typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else [tp]
-    ):
-        if typing.get_origin(option) is Annotated:
-            base, *meta = typing.get_args(option)
-            if _conforms(value, base):
-                return next(
-                    (r.describe() for r in meta if isinstance(r, Range) and not r.accepts(value)),
-                    None,
-                )
-    return None
-
-
-def check_value(key: str, value: Any, tp: Any) -> None:
-    """ConfigError naming ``key`` when ``value`` does not fit annotation ``tp``."""
-    if _conforms(value, tp):
-        return
-    problem = _range_problem(tp, value)
-    if problem:
-        raise ConfigError(f"{key}={value} {problem}")
-    raise ConfigError(f"{key}={value!r} has the wrong type: expected {_describe(tp)}")
-
-
 def check_target(node: dict, prefix: str) -> None:
     """Checks the keys of one ``_target_`` node against its target's signature."""
     target = node["_target_"]
@@ -246,7 +160,7 @@ def check_target(node: dict, prefix: str) -> None:
             raise ConfigError(
                 f"unknown key '{prefix}.{key}' ({name} takes no '{key}'): {suggest(key, sig.params)}"
             )
-        if not (isinstance(value, dict) and "_target_" in value):
+        if value != FROM_DATA and not (isinstance(value, dict) and "_target_" in value):
             check_value(f"{prefix}.{key}", value, sig.params[key])
     missing = sorted(sig.required - set(node))
     if missing and not node.get("_partial_"):

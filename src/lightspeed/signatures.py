@@ -1,34 +1,30 @@
-"""Reads a class's constructor signature from its source file, without importing it.
+"""Reads a class's constructor signature from its source file, and checks values against it.
 
-The config check needs the keys and types that ``_target_: a.b.Class`` accepts before torch is
-imported (importing torch and Lightning takes seconds; a typo should cost a fraction of one).
-So the target's module is located with ``importlib.util.find_spec`` on its top-level package
-(which imports nothing) and parsed with :mod:`ast`:
-
-* names re-exported by a package (``from lightning.pytorch.trainer import Trainer``) are
-  followed to the module that defines them;
-* ``**kwargs`` that a class forwards to its base is filled in from the base's signature (the
-  base found by name, as the module imports it), so a DataModule written as "my arguments +
-  ``**kwargs``" is checked against the base class's loader knobs too;
-* annotations are evaluated against a small vocabulary (builtins, ``typing``,
-  :mod:`lightspeed.constraints`); anything else counts as ``Any``.
-
-Anything that cannot be read this way (a C extension, a dynamic class) gives ``None``: the
-node is then checked when it is built.
+The config check runs before torch is imported (that takes seconds; a typo should cost a
+fraction of one), so the target's module is found with ``importlib.util.find_spec`` on its
+top-level package and parsed with :mod:`ast`. Re-exports are followed; ``**kwargs`` forwarded
+to ``super().__init__`` takes the base's parameters; annotations are evaluated against a small
+vocabulary (builtins, ``typing``, :mod:`lightspeed.constraints`), anything else is ``Any``.
+What cannot be read (a C extension, a dynamic class) gives ``None`` and is checked when built.
 """
 
 from __future__ import annotations
 
 import ast
 import collections.abc
+import dataclasses
 import functools
 import importlib.util
+import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 from lightspeed import constraints
+from lightspeed.constraints import Range
+from lightspeed.errors import ConfigError
 
 MAX_DEPTH = 8  # re-exports and base classes followed before giving up
 
@@ -58,19 +54,10 @@ _VOCABULARY: dict[str, Any] = {
     **{n: getattr(typing, n) for n in typing.__all__ if not n.startswith("_")},
     **{n: getattr(collections.abc, n) for n in collections.abc.__all__},
     **{n: getattr(constraints, n) for n in constraints.__all__},
-    "int": int,
-    "float": float,
-    "bool": bool,
-    "str": str,
-    "bytes": bytes,
-    "list": list,
-    "tuple": tuple,
-    "dict": dict,
-    "set": set,
+    **{t.__name__: t for t in (int, float, bool, str, bytes, list, tuple, dict, set)},
     "None": None,
     "Path": str,  # a path in a config is a string
     "typing": typing,
-    "Any": Any,
 }
 
 
@@ -177,12 +164,6 @@ def _resolve_name(module: str, expr: ast.expr) -> str | None:
     return None
 
 
-def _init_of(cls: ast.ClassDef) -> ast.FunctionDef | None:
-    return next(
-        (s for s in cls.body if isinstance(s, ast.FunctionDef) and s.name == "__init__"), None
-    )
-
-
 def _forwards_to_super(func: ast.FunctionDef, kwarg: str) -> bool:
     """True when ``func`` calls ``super().__init__(..., **kwarg)``."""
     for node in ast.walk(func):
@@ -201,9 +182,13 @@ def _forwards_to_super(func: ast.FunctionDef, kwarg: str) -> bool:
     return False
 
 
-def is_lenient(tp: Any) -> bool:
-    """True for the stand-in of a name outside the vocabulary (accepts anything)."""
-    return isinstance(tp, _Lenient)
+def _base_signatures(module: str, cls: ast.ClassDef, depth: int) -> Iterator[Signature]:
+    """Signatures of the bases of ``cls`` that can be read, in order."""
+    for base in cls.bases:
+        resolved = _resolve_name(module, base)
+        inherited = read_signature(resolved, depth + 1) if resolved else None
+        if inherited is not None:
+            yield inherited
 
 
 @functools.cache
@@ -216,36 +201,84 @@ def read_signature(target: str, depth: int = 0) -> Signature | None:
     module, node = found
     sig = Signature(target)
     if isinstance(node, ast.ClassDef):
-        init = _init_of(node)
-        if init is None:  # inherits __init__: the first base that resolves
-            for base in node.bases:
-                resolved = _resolve_name(module, base)
-                inherited = read_signature(resolved, depth + 1) if resolved else None
-                if inherited is not None:
-                    return Signature(target, inherited.params, inherited.required, inherited.open)
+        init = next((s for s in node.body if getattr(s, "name", "") == "__init__"), None)
+        if not isinstance(init, ast.FunctionDef):  # inherits __init__: the first base that reads
+            inherited = next(_base_signatures(module, node, depth), None)
+            if inherited is not None:
+                return dataclasses.replace(inherited, target=target)
             return Signature(target, open=True) if node.bases else sig
         func, skip = init, 1  # self
     else:
         func, skip = node, 0
     args = func.args
     positional = [*args.posonlyargs, *args.args][skip:]
-    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
-    for arg, default in zip(positional, defaults, strict=True):
-        sig.params[arg.arg] = evaluate_annotation(arg.annotation)
-        if default is None:
-            sig.required.add(arg.arg)
-    for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+    defaults = [None] * (len(positional) - len(args.defaults)) + [*args.defaults, *args.kw_defaults]
+    for arg, default in zip([*positional, *args.kwonlyargs], defaults, strict=True):
         sig.params[arg.arg] = evaluate_annotation(arg.annotation)
         if default is None:
             sig.required.add(arg.arg)
     if args.kwarg is not None:
         sig.open = True
         if isinstance(node, ast.ClassDef) and _forwards_to_super(func, args.kwarg.arg):
-            for base in node.bases:
-                resolved = _resolve_name(module, base)
-                inherited = read_signature(resolved, depth + 1) if resolved else None
-                if inherited is not None and inherited.params:
-                    sig.params = {**inherited.params, **sig.params}
-                    sig.open = inherited.open
-                    break
+            bases = (b for b in _base_signatures(module, node, depth) if b.params)
+            inherited = next(bases, None)
+            if inherited is not None:
+                sig.params = {**inherited.params, **sig.params}
+                sig.open = inherited.open
     return sig
+
+
+def _conforms(value: Any, tp: Any) -> bool:
+    if tp is Any or isinstance(tp, _Lenient):
+        return True
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        ranges = [m for m in meta if isinstance(m, Range)]
+        return _conforms(value, base) and all(r.accepts(value) for r in ranges)
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, t) for t in typing.get_args(tp))
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
+    if tp is None or tp is type(None):
+        return value is None
+    if tp in (int, float):  # an int is a float; a bool is neither
+        return isinstance(value, (int, tp)) and not isinstance(value, bool)
+    cls = origin or tp
+    abc = collections.abc
+    if cls in (list, tuple, abc.Iterable, abc.Sequence):
+        return isinstance(value, (list, tuple))
+    if cls in (dict, abc.Mapping):
+        return isinstance(value, dict)
+    return cls is abc.Callable or not isinstance(cls, type) or isinstance(value, cls)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        return " ".join([_describe(base), *(m.describe() for m in meta if isinstance(m, Range))])
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(t) for t in typing.get_args(tp))
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if tp is None or tp is type(None):
+        return "null"
+    return getattr(origin or tp, "__name__", str(tp))
+
+
+def check_value(key: str, value: Any, tp: Any) -> None:
+    """ConfigError naming ``key`` when ``value`` does not fit annotation ``tp``.
+
+    A value of the right type outside an annotated range gets the range ('must be > 0').
+    """
+    if _conforms(value, tp):
+        return
+    union = typing.get_origin(tp) in (Union, types.UnionType)
+    for option in typing.get_args(tp) if union else [tp]:
+        if typing.get_origin(option) is Annotated:
+            base, *meta = typing.get_args(option)
+            if _conforms(value, base):  # so one of its ranges refuses the value
+                bad = next(r for r in meta if isinstance(r, Range) and not r.accepts(value))
+                raise ConfigError(f"{key}={value} {bad.describe()}")
+    raise ConfigError(f"{key}={value!r} has the wrong type: expected {_describe(tp)}")
