@@ -112,6 +112,7 @@ class RunConfig:
     trainer: Any = None
     callbacks: Any = None
     logger: Any = None
+    hparams_search: Any = None  # an Optuna study of fits (lightspeed.sweep.OptunaSearch)
     paths: PathsConfig = field(default_factory=PathsConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
     extras: ExtrasConfig = field(default_factory=ExtrasConfig)
@@ -272,7 +273,8 @@ def validate(cfg: Any) -> dict:
         cfg = OmegaConf.to_container(cfg, resolve=True)  # needs HydraConfig set (cli does it)
     run = {k: v for k, v in cfg.items() if k != "hydra"}
     check_run(run)
-    check_targets({k: run.get(k) for k in ("data", "model", "trainer", "callbacks", "logger")}, "")
+    groups = ("data", "model", "trainer", "callbacks", "logger", "hparams_search")
+    check_targets({k: run.get(k) for k in groups}, "")
     check_trainer(run.get("trainer") or {})
     check_data(run.get("data") or {})
     check_model(run.get("model") or {})

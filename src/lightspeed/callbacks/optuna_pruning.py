@@ -1,0 +1,59 @@
+"""OptunaPruning: report each validation's metric to an Optuna trial; stop a trial gone bad.
+
+The sweep (:mod:`lightspeed.sweep`) adds this callback to each trial's fit. At every
+validation end it reports the monitored metric for that epoch; when the study's pruner says
+the trial is behind the others at the same epoch, the fit stops there and the sweep records the
+trial as pruned. Optuna's own Lightning integration (``optuna-integration``) does the same for
+one process; this one is a few lines and keeps that package out.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+PRUNED_AT = "pruned_at_epoch"  # user attribute of a pruned trial
+
+
+class OptunaPruning(L.Callback):
+    """Reports ``monitor`` to the sweep's running trial and stops the fit when it is pruned.
+
+    Args:
+        trial_number: the trial (of the sweep running in this process) that this fit is.
+        monitor: the metric reported, as logged (``val/acc``).
+    """
+
+    def __init__(self, trial_number: int, monitor: str = "val/acc") -> None:
+        self.trial_number = trial_number
+        self.monitor = monitor
+        self.pruned_at: int | None = None
+
+    def _trial(self) -> Any:
+        from lightspeed.sweep import running_trial
+
+        return running_trial(self.trial_number)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        trial = self._trial()
+        if value is None or trial is None:
+            return
+        epoch = trainer.current_epoch
+        trial.report(float(value), step=epoch)
+        if trial.should_prune():
+            trial.set_user_attr(PRUNED_AT, epoch)
+            self.pruned_at = epoch
+            trainer.should_stop = True
+            log.info(
+                "trial %d pruned after epoch %d: %s=%.4f is behind the other trials",
+                self.trial_number,
+                epoch,
+                self.monitor,
+                float(value),
+            )

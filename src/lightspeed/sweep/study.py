@@ -1,0 +1,335 @@
+"""The Optuna study behind ``hparams_search``: trials, their run dirs, restarts."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from lightspeed import distributed, rundir
+from lightspeed.constraints import NonNegativeInt, PositiveInt
+from lightspeed.errors import ConfigError, RunInterrupted, UserError
+from lightspeed.sweep.report import report
+from lightspeed.sweep.space import distribution, format_value
+
+log = logging.getLogger("lightspeed.sweep")
+
+LAST = Path("checkpoints") / "last.ckpt"
+_RUNNING: dict[int, Any] = {}  # trial number → optuna Trial, for OptunaPruning
+
+
+def running_trial(number: int) -> Any:
+    """The Optuna trial of this process's sweep with that number (None outside a sweep)."""
+    return _RUNNING.get(number)
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def in_trials(override: str) -> bool:
+    """Whether an override of the sweep's command applies to its trials."""
+    key = _key(override)
+    return not (
+        key.split(".")[0] in ("hparams_search", "resume", "ckpt_path", "task")
+        or key.startswith("hydra.")
+    )
+
+
+class OptunaSearch:
+    """An Optuna study over config keys; each trial is one fit.
+
+    Args:
+        study_name: the study, and its folder ``<paths.log_dir>/sweeps/<study_name>``; the same
+            name continues the same study.
+        params: ``{config key: search space}`` in Hydra's sweep syntax, e.g.
+            ``model.optimizer.lr: tag(log, interval(0.01, 0.5))``,
+            ``data.batch_size: choice(128, 256, 512)``; a config group works too
+            (``model: choice(mlp, cnn_small)``).
+        n_trials: trials the study runs in all (finished ones count; pruned and failed too).
+        metric: the validation metric each trial reports after every epoch; a trial's value is
+            its best epoch's.
+        direction: ``maximize`` or ``minimize`` the metric.
+        sampler: ``tpe`` (Bayesian, Optuna's default) or ``random``.
+        seed: the sampler's seed.
+        pruner: ``median``: stop a trial whose metric is worse than the median of the earlier
+            trials at the same epoch; ``none``.
+        startup_trials: trials that always run to the end, before pruning starts.
+        warmup_epochs: epochs of each trial that are never pruned.
+        overrides: overrides applied to every trial (e.g. ``extras.test_after_fit=false``).
+    """
+
+    def __init__(
+        self,
+        study_name: str,
+        params: dict[str, str],
+        n_trials: PositiveInt = 20,
+        metric: str = "val/acc",
+        direction: Literal["maximize", "minimize"] = "maximize",
+        sampler: Literal["tpe", "random"] = "tpe",
+        seed: int | None = 42,
+        pruner: Literal["median", "none"] = "median",
+        startup_trials: NonNegativeInt = 3,
+        warmup_epochs: NonNegativeInt = 1,
+        overrides: list[str] | None = None,
+    ) -> None:
+        if not params:
+            raise ConfigError("hparams_search.params is empty: name the keys to search over")
+        self.study_name, self.params = study_name, dict(params)
+        self.distributions = {k: distribution(k, str(v)) for k, v in self.params.items()}
+        self.n_trials, self.metric, self.direction = n_trials, metric, direction
+        self.sampler, self.seed, self.pruner = sampler, seed, pruner
+        self.startup_trials, self.warmup_epochs = startup_trials, warmup_epochs
+        self.overrides = list(overrides or [])
+
+    # --- the study ---------------------------------------------------------------------------
+
+    def open_study(self, sweep_dir: Path, command: list[str]) -> Any:
+        """The study in ``sweep_dir`` (created, or loaded when it is there)."""
+        import optuna
+
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()  # Optuna's lines go to this run's log
+        samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+        pruner = (
+            optuna.pruners.MedianPruner(self.startup_trials, self.warmup_epochs)
+            if self.pruner == "median"
+            else optuna.pruners.NopPruner()
+        )
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=f"sqlite:///{sweep_dir / 'study.db'}",
+            direction=self.direction,
+            sampler=samplers[self.sampler](seed=self.seed),
+            pruner=pruner,
+            load_if_exists=True,
+        )
+        setup = {"command": command, "params": self.params, "metric": self.metric}
+        if not study.user_attrs:
+            for key, value in setup.items():
+                study.set_user_attr(key, value)
+        elif {k: study.user_attrs.get(k) for k in setup} != setup:
+            raise ConfigError(
+                f"study {self.study_name} in {sweep_dir} was started with other settings "
+                f"({_difference(study.user_attrs, setup)}); run its own command to continue it, "
+                "or start a new study with hparams_search.study_name=<new name>"
+            )
+        return study
+
+    def trial_overrides(self, command: list[str], params: dict[str, Any]) -> list[str]:
+        return [*command, *self.overrides, *(f"{k}={format_value(v)}" for k, v in params.items())]
+
+    @staticmethod
+    def ended(trial: Any) -> bool:
+        """Counts against n_trials: finished, pruned, or failed (not cut short by a signal)."""
+        from optuna.trial import TrialState
+
+        if trial.state == TrialState.FAIL:
+            return not trial.user_attrs.get("interrupted")
+        return trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def run(self, cfg: Any, command: list[str]) -> int:
+        """Runs the study to ``n_trials``; the exit status (0, or 128 + signal)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        sweep_dir = Path(cfg.paths.log_dir) / "sweeps" / self.study_name
+        rundir.check_writable(sweep_dir, "hparams_search.study_name")
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        rundir.acquire(sweep_dir)  # one process per study
+        handler = _log_to(sweep_dir / "sweep.log")
+        try:
+            study = self.open_study(sweep_dir, command)
+            done = sum(self.ended(t) for t in study.trials)
+            log.info(
+                "study %s: %d of %d trials done; in %s",
+                self.study_name,
+                done,
+                self.n_trials,
+                sweep_dir,
+            )
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                # left by an interrupted run of this command (the lock says none runs now)
+                trial_dir = sweep_dir / f"trial_{frozen.number:03d}"
+                # Optuna has no public accessor for the id that Trial() takes
+                trial = optuna.trial.Trial(study, frozen._trial_id)
+                if (trial_dir / LAST).is_file():
+                    log.info("trial %d continues from %s", frozen.number, trial_dir / LAST)
+                    self.run_trial(study, trial, command, sweep_dir, resume=True)
+                else:
+                    trial.set_user_attr("interrupted", True)
+                    study.tell(trial, state=TrialState.FAIL)
+                    study.enqueue_trial(frozen.params, skip_if_exists=False)
+                    log.info("trial %d had no checkpoint: it runs again", frozen.number)
+            while sum(self.ended(t) for t in study.trials) < self.n_trials:
+                trial = study.ask(self.distributions)
+                self.run_trial(study, trial, command, sweep_dir, resume=False)
+        except RunInterrupted as e:
+            report(self, study, sweep_dir)
+            print(f"lightspeed: {e}".split("; continue with")[0], file=sys.stderr)
+            print(
+                f"lightspeed: sweep interrupted; finished trials are kept: run the same "
+                f"command to continue it ({sweep_dir})",
+                file=sys.stderr,
+            )
+            requeued = distributed.requeue(e.exit_code - 128)
+            if requeued:
+                print(f"lightspeed: {requeued}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt:
+            print(
+                "\nlightspeed: sweep interrupted; run the same command to continue it",
+                file=sys.stderr,
+            )
+            return 128 + signal.SIGINT
+        finally:
+            logging.getLogger().removeHandler(handler)
+            rundir.release(sweep_dir)
+        report(self, study, sweep_dir)
+        return 0
+
+    # --- one trial ---------------------------------------------------------------------------
+
+    def run_trial(
+        self, study: Any, trial: Any, command: list[str], sweep_dir: Path, resume: bool
+    ) -> None:
+        """One fit; tells the study how it ended (a signal leaves the trial running)."""
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf, open_dict
+        from optuna.trial import TrialState
+
+        from lightspeed.build import run_task
+        from lightspeed.cli import compose_for_run
+        from lightspeed.config import validate
+
+        number = trial.number
+        trial_dir = sweep_dir / f"trial_{number:03d}"
+        overrides = self.trial_overrides(command, trial.params)
+        shown = " ".join(f"{k}={format_value(v)}" for k, v in trial.params.items())
+        log.info("trial %d/%d: %s", number, self.n_trials, shown)
+        started = time.perf_counter()
+        handler = _log_to(trial_dir / "trial.log")
+        _RUNNING[number] = trial
+        try:
+            extra = [f"resume={trial_dir}"] if resume else []
+            try:
+                cfg = compose_for_run([*overrides, *extra], trial_dir)
+            except Exception as e:  # a value Hydra refuses: this trial fails, the study goes on
+                raise ConfigError(" ".join(str(e).split())) from None
+            with open_dict(cfg):
+                cfg.callbacks = cfg.callbacks or {}
+                cfg.callbacks.optuna_pruning = {
+                    "_target_": "lightspeed.callbacks.optuna_pruning.OptunaPruning",
+                    "trial_number": number,
+                    "monitor": self.metric,
+                }
+            validate(cfg)
+            if not resume:  # the trial's own command, as a normal run keeps it (resume reads it)
+                (trial_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+                (trial_dir / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+            run_task(cfg)
+        except UserError as e:
+            trial.set_user_attr("error", str(e))
+            study.tell(trial, state=TrialState.FAIL)
+            log.warning("trial %d failed: %s", number, e)
+            return
+        finally:
+            _RUNNING.pop(number, None)
+            logging.getLogger().removeHandler(handler)
+            rundir.release(trial_dir)
+            HydraConfig.instance().cfg = None
+        seconds = round(time.perf_counter() - started, 1)
+        trial.set_user_attr("seconds", seconds)
+        frozen = study.get_trials(deepcopy=False)[number]
+        values = list(frozen.intermediate_values.values())
+        if frozen.user_attrs.get("pruned_at_epoch") is not None:
+            study.tell(trial, state=TrialState.PRUNED)
+        elif not values:
+            trial.set_user_attr("error", f"no {self.metric} was logged (no validation ran)")
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            best = max(values) if self.direction == "maximize" else min(values)
+            study.tell(trial, best)
+            log.info("trial %d: %s %.4f in %.0f s", number, self.metric, best, seconds)
+
+
+def _difference(saved: dict, now: dict) -> str:
+    changed = [k for k in now if saved.get(k) != now[k]]
+    return "; ".join(f"{k}: {saved.get(k)} → {now[k]}" for k in changed)
+
+
+def _log_to(path: Path) -> logging.Handler:
+    """Adds a file handler for ``path`` to the root logger (INFO, the runs' format)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(
+        logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s", "%H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    return handler
+
+
+def _console_logging() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in root.handlers):  # fmt: skip
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(
+            logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s", "%H:%M:%S")
+        )
+        root.addHandler(console)
+    root.setLevel(logging.INFO)
+
+
+def run_sweep(cfg: Any, argv: list[str]) -> int:
+    """The entry's sweep: ``cfg.hparams_search`` is the search, ``argv`` the command's
+    overrides; the exit status."""
+    import hydra
+
+    try:
+        if cfg.task != "fit":
+            raise ConfigError(f"hparams_search runs fits; task={cfg.task} cannot be searched")
+        given = [a for a in argv if _key(a).split(".")[0] in ("resume", "ckpt_path")
+                 or _key(a) == "hydra.run.dir"]  # fmt: skip
+        if given:
+            raise ConfigError(
+                f"hparams_search with {given[0]}: each trial is a new fit in the study's folder; "
+                "drop it (the same command continues an interrupted study)"
+            )
+        check_one_device(cfg)
+        node = {k: v for k, v in cfg.hparams_search.items() if k != "_target_"}
+        from omegaconf import OmegaConf
+
+        search = hydra.utils.get_class(cfg.hparams_search._target_)(
+            **OmegaConf.to_container(OmegaConf.create(node), resolve=True)
+        )
+        _console_logging()
+        command = [a for a in argv if in_trials(a)]
+        return search.run(cfg, command)
+    except ImportError as e:
+        print(
+            f"lightspeed: error: hparams_search needs optuna ({e}): "
+            ".venv/bin/pip install -e '.[sweep]'",
+            file=sys.stderr,
+        )
+        return 2
+    except UserError as e:
+        print(f"lightspeed: error: {e}", file=sys.stderr)
+        return 2
+
+
+def check_one_device(cfg: Any) -> None:
+    """Trials run one after another in this process, each on one device."""
+    t = cfg.trainer
+    devices, nodes = t.get("devices", 1), t.get("num_nodes", 1)
+    count = len(devices) if isinstance(devices, (list, tuple)) else devices
+    if (isinstance(count, int) and count > 1) or nodes > 1 or "ddp" in str(t.get("strategy")):
+        raise ConfigError(
+            f"hparams_search runs its trials in this process, one device each, not "
+            f"trainer.devices={devices} trainer.num_nodes={nodes}: use one device "
+            "(trainer=cpu or trainer=gpu), or Hydra's multirun for multi-device trials"
+        )
