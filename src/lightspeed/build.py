@@ -28,6 +28,7 @@ from lightspeed.callbacks.checkpointing import (
     RestoreLoaderPosition,
 )
 from lightspeed.callbacks.metadata import RunMetadata
+from lightspeed.callbacks.plots import CurvePlotter
 from lightspeed.callbacks.speed import SpeedMonitor
 from lightspeed.contracts import ModelContract
 from lightspeed.errors import ConfigError, UserError
@@ -212,6 +213,9 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
     bind_data_resolver(datamodule)
     module = instantiate(cfg.model)
     check_contracts(datamodule, module)
+    # one image: the model summary then shows in/out shapes and real FLOPs (not "0")
+    h, w = datamodule.image_size
+    module.example_input_array = torch.zeros(1, datamodule.in_channels, h, w)
     apply_net_perf(module, cfg.perf)
 
     callbacks = instantiate_group(cfg.get("callbacks"))
@@ -292,6 +296,9 @@ def run_task(cfg: DictConfig) -> dict:
     for cb in built.callbacks:
         if isinstance(cb, SpeedMonitor):
             summary.update(cb.summary)
+    for cb in built.callbacks:
+        if isinstance(cb, CurvePlotter) and cb.path is not None:
+            summary["curves"] = str(cb.path)
     summary["data_source"] = getattr(dm, "source_info", None)  # path + checksum of the files
     summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
     summary["process_time_s"] = round(time.perf_counter() - PROCESS_START, 2)

@@ -225,12 +225,15 @@ def check_checkpoint(cfg) -> None:
 
 def _job(cfg) -> float | None:
     """The Hydra job: validate again (multirun skips the precheck), build, run."""
+    from lightspeed import console
     from lightspeed.config import validate
 
     try:
         validate(cfg)
         distributed.prepare_job(cfg)  # a multirun or requeued job on several processes
         from lightspeed.build import run_task
+
+        console.quiet()  # after Lightning's import, which adds its own handlers
 
         summary = run_task(cfg)
     except UserError as e:
@@ -274,6 +277,9 @@ def print_summary(summary: dict) -> None:
         "precision": "precision",
         "best_checkpoint": "best checkpoint",
         "last_checkpoint": "last checkpoint",
+        "curves": "curves",
+        "predictions": "predictions",
+        "onnx": "ONNX model",
         "run_dir": "run dir",
         "data_source": "data source",
     }
