@@ -101,3 +101,13 @@ def test_early_stopping_stops_on_a_plateau(cfg_factory) -> None:
 @pytest.mark.parametrize("preset", ["limit", "anomaly", "overfit", "fdr", "profiler"])
 def test_presets_pass_the_config_check(preset: str) -> None:
     precheck([f"debug={preset}"])
+
+
+def test_overfit_serves_the_same_batches_every_epoch(cfg_factory) -> None:
+    dm = build(cfg_factory(["debug=overfit", "data.batch_size=32"])).datamodule
+    dm.setup("fit")
+    loader, firsts = dm.train_dataloader(), []
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        firsts.append(next(iter(loader))[1].clone())
+    assert torch.equal(*firsts)

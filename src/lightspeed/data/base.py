@@ -56,6 +56,8 @@ class ImageDataModule(L.LightningDataModule):
             workers.
         prefetch_factor: batches each worker loads ahead, or ``auto``: 2 with workers.
         drop_last: drop the last incomplete training batch.
+        shuffle: a new training order each epoch; false keeps one order (``debug=overfit``
+            then sees the same batches every epoch).
         val_size: training images held out for validation (when the data has no validation
             split of its own): a count, or a fraction < 1 of the training images.
         flip: random left-right flips of training batches.
@@ -85,6 +87,7 @@ class ImageDataModule(L.LightningDataModule):
         persistent_workers: bool | Literal["auto"] = "auto",
         prefetch_factor: PositiveInt | Literal["auto"] = "auto",
         drop_last: bool = False,
+        shuffle: bool = True,
         val_size: NonNegativeInt | UnitInterval = 0.1,
         flip: bool = False,
         crop_padding: NonNegativeInt = 0,
@@ -102,7 +105,7 @@ class ImageDataModule(L.LightningDataModule):
         if val_size < 0 or (isinstance(val_size, float) and val_size >= 1):
             raise ConfigError(f"data.val_size={val_size} must be a count >= 0 or a fraction < 1")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.drop_last, self.val_size = drop_last, val_size
+        self.drop_last, self.shuffle, self.val_size = drop_last, shuffle, val_size
         self.augment = BatchAugment(flip=flip, crop_padding=crop_padding)
         self.seed, self.split_seed = seed, split_seed
         self.data_device = "cpu"  # where tensor splits live; a GPU-resident subclass sets cuda
@@ -341,7 +344,7 @@ class ImageDataModule(L.LightningDataModule):
             return InMemoryBatchLoader(
                 *data,
                 batch_size,
-                shuffle=train,
+                shuffle=train and self.shuffle,
                 drop_last=self.drop_last and train,
                 augment=augment,
                 seed=self.seed,
@@ -356,7 +359,7 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=per_device,
-            shuffle=train,
+            shuffle=train and self.shuffle,
             drop_last=self.drop_last and train,
             collate_fn=BatchCollate(collate, augment),
             **self.loader.as_kwargs(),
