@@ -1,19 +1,15 @@
-"""Checkpoint files: what a lightspeed checkpoint holds, how it is written, and one-line
-diagnoses of files that cannot be used.
+"""Checkpoint files: what a lightspeed checkpoint holds, atomic writes, and one-line diagnoses
+of files that cannot be used.
 
-This module imports no torch at import time: the entry point diagnoses a ``ckpt_path`` or a
-resumed run's ``last.ckpt`` (:func:`read_plain`) before torch is loaded. The Lightning side
-(the ``CheckpointIO`` plugin, ``LastCheckpoint``) is in :mod:`lightspeed.callbacks.checkpointing`.
-
-Writing (:func:`atomic_write`): temporary file in the same directory → flush + fsync →
-``os.replace`` → fsync of the directory. A process killed at any moment leaves either the
-previous complete file or the new one, never a half-written one.
+No torch at import time: the entry point diagnoses a ``ckpt_path`` (:func:`read_plain`) before
+torch is loaded. The Lightning side is in :mod:`lightspeed.callbacks.checkpointing`.
 """
 
 from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import os
 import pickle
 import tempfile
@@ -63,7 +59,7 @@ class _PlainUnpickler(pickle.Unpickler):
         full = f"{module}.{name}"
         if full in SAFE:
             return SAFE[full]
-        if module == "torch" or full in TORCH_SAFE or module == "torch._utils":
+        if module in ("torch", "torch._utils") or full in TORCH_SAFE:
             return _TorchObject
         raise _ForeignObject(full)
 
@@ -167,7 +163,8 @@ def read_checkpoint(
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Calls ``write(file)`` so that readers of ``path`` only ever see a complete file.
 
-    An ``OSError`` (full disk, I/O error) leaves the previous file and no temporary file.
+    Temporary file in the same directory → fsync → ``os.replace`` → fsync of the directory; an
+    ``OSError`` (full disk, I/O error) leaves the previous file and no temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,14 +180,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # makes the rename durable; some file systems refuse fsync on a directory
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    with contextlib.suppress(OSError):  # some file systems refuse fsync on a directory
+        dir_fd = os.open(path.parent, os.O_RDONLY)  # its fsync makes the rename durable
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def listing(names: list[str]) -> str:

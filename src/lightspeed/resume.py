@@ -1,12 +1,6 @@
 """Resuming a run in its own directory, as it was configured, after checks that write nothing.
 
-``resume=auto`` picks the fit run under ``paths.log_dir`` with the newest
-``checkpoints/last.ckpt``; ``resume=<run dir>`` (or a ``.ckpt`` in it) or ``hydra.run.dir``
-names one. :func:`resume_overrides` gives ``hydra.main`` the run's own overrides (its newest
-session's, saved in ``.hydra/``) with the command's on top, and for a fit
-``hydra.run.dir=<run>``: the job continues in that directory, its session's Hydra files in
-``.hydra/resume-<time>/``. :func:`check_continuation` refuses a length the checkpoint's LR
-schedule cannot take. Torch-free and Hydra-free: the entry point calls it before either.
+Torch-free and Hydra-free: the entry point calls it before either (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -72,7 +66,7 @@ def resolve_resume(resume: str, log_dir: str | Path, task: str = "fit") -> Path:
     return path.resolve()
 
 
-def _quote(value: str) -> str:
+def override_value(value: str) -> str:
     """A path as a Hydra override value (quoted when it holds characters the grammar parses)."""
     if re.fullmatch(r"[\w/.\-+]+", value):
         return value
@@ -148,14 +142,12 @@ def resume_overrides(argv: list[str], resume: str | None, log_dir: str, task: st
         run_dir = resolve_resume(resume, log_dir)
     own = ("resume",) + (("hydra.run.dir", "hydra.output_subdir") if task == "fit" else ())
     given = [a for a in argv if _key(a) not in own]
-    out = [*merge_overrides(run_overrides(run_dir), given), f"resume={_quote(str(run_dir))}"]
+    run = override_value(str(run_dir))
+    out = [*merge_overrides(run_overrides(run_dir), given), f"resume={run}"]
     if task == "fit":
         rundir.check_free(run_dir)
-        stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-        out += [
-            f"hydra.run.dir={_quote(str(run_dir))}",
-            f"hydra.output_subdir={_quote(f'.hydra/resume-{stamp}')}",
-        ]
+        stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")  # needs no quotes
+        out += [f"hydra.run.dir={run}", f"hydra.output_subdir=.hydra/resume-{stamp}"]
     return out
 
 
@@ -175,14 +167,10 @@ def setting(config: Any, key: str) -> Any:
 def check_continuation(
     checkpoint: dict, config: Any, train_batches: Callable[[], int], run_dir: Path | None = None
 ) -> None:
-    """ConfigError when a fit from ``checkpoint`` (its plain data) cannot go on with ``config``.
-
-    Each input of the schedule's length is compared with the checkpoint's saved config, and the
-    train batches per epoch (``train_batches()``, called only when needed) with the saved count;
-    a change stops the fit, naming each (old→new), when the LR schedule has a fixed length
-    (OneCycleLR's ``total_steps``: training past it fails in the scheduler). A resume
-    (``run_dir``) of a finished run with an unchanged length stops too: nothing to continue.
-    """
+    """ConfigError when a fit from ``checkpoint`` (its plain data) cannot go on with ``config``:
+    a new run length (``LENGTH_KEYS``, or the train batches per epoch from ``train_batches()``)
+    under a fixed-length LR schedule (OneCycleLR fails past ``total_steps``), or a resume
+    (``run_dir``) of a finished run."""
     meta = checkpoint.get(CHECKPOINT_KEY) or {}
     saved = meta.get("config") or {}
     changes = []
@@ -249,8 +237,7 @@ def logged_step(checkpoint: dict) -> int:
 def job_checkpoint(
     ckpt_path: str | None, resume: str | None, log_dir: str, task: str, run_dir: str | Path
 ) -> str | None:
-    """The checkpoint a job starts from: ``ckpt_path``, or the resumed run's last.ckpt (a
-    resumed fit must run in that run's own directory, as the entry point arranges)."""
+    """The checkpoint a job starts from: ``ckpt_path``, or the resumed run's last.ckpt."""
     if ckpt_path or not resume:
         path = ckpt_path
     else:
@@ -280,14 +267,11 @@ def start_resumed_fit(
 
 
 def resume_command(run_dir: str | Path) -> str:
-    """The command that continues ``run_dir``, in the form this process was started with.
-
-    ``make train`` sets ``LIGHTSPEED_LAUNCHER``; otherwise ``python -m lightspeed`` or the
-    ``lightspeed`` script, as found in ``sys.argv[0]``.
-    """
+    """The command that continues ``run_dir``, in the form this process was started with
+    (``LIGHTSPEED_LAUNCHER``, set by ``make train``, else as ``sys.argv[0]`` shows)."""
     path = Path(run_dir).absolute()
     shown = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-    arg = f"resume={_quote(shown)}"
+    arg = f"resume={override_value(shown)}"
     launcher = os.environ.get("LIGHTSPEED_LAUNCHER")
     if launcher:
         make = launcher.split()[0] == "make"

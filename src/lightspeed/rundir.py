@@ -1,9 +1,7 @@
 """Run directories: checked before use, never reused by a new run, one writer at a time.
 
-The writer holds an ``fcntl.flock`` on ``<run dir>/.lock``, which the kernel drops when the
-process ends however it ends: a lock left by a killed process (``kill -9``) is free again and
-the next fit or resume takes it over; the file itself only names the owner (pid, host, start
-time) for the message a second process prints. Under DDP only the launching process takes it.
+The writer holds an ``fcntl.flock`` on ``<run dir>/.lock``, which the kernel drops however the
+process ends (``kill -9`` too); the file only names the owner for a second process's message.
 Torch-free: the entry point checks a named run dir before Hydra writes anything into it.
 """
 

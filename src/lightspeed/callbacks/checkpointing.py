@@ -46,9 +46,8 @@ def non_finite_keys(state_dict: Mapping[str, Any]) -> list[str]:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``CheckpointIO`` that saves atomically, refuses NaN weights, and loads with one-line errors.
 
-    Lightning's own save (``_atomic_save``) stages the file in the system temp dir and moves it:
-    across file systems that move is a copy over the old file, and nothing is fsynced; so local
-    saves go through :func:`lightspeed.checkpoint.atomic_write` instead.
+    Lightning's ``_atomic_save`` stages in the system temp dir (a copy over the old file across
+    file systems) and fsyncs nothing, so local saves use :func:`~lightspeed.checkpoint.atomic_write`.
 
     Args:
         check_finite: refuse to save weights that hold NaN or inf (one host sync per save).
@@ -114,10 +113,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class LastCheckpoint(Checkpoint):
     """Keeps ``<dirpath>/last.ckpt`` current: every N training steps and at each epoch end.
 
-    Lightning's ``ModelCheckpoint(save_last=True)`` (2.6) refreshes ``last.ckpt`` at an epoch
-    end only when a new best was saved there, so after an epoch without improvement the "last"
-    checkpoint is older than the run. This callback saves it unconditionally; the best-k files
-    stay with ``ModelCheckpoint``.
+    Lightning 2.6's ``ModelCheckpoint(save_last=True)`` refreshes it at an epoch end only when a
+    new best was saved; the best-k files stay with ``ModelCheckpoint``.
 
     Args:
         dirpath: folder of ``last.ckpt`` (the run's ``checkpoints/``).
@@ -165,13 +162,9 @@ class LastCheckpoint(Checkpoint):
 class RestoreLoaderPosition(L.Callback):
     """Makes a mid-epoch resume continue at the next unseen batch.
 
-    Lightning restores a stateful train loader (``state_dict``/``load_state_dict``, as
-    :class:`~lightspeed.data.memory.InMemoryBatchLoader` has) when it builds the loader during
-    the fit. But a schedule sized from ``trainer.estimated_stepping_batches`` (OneCycleLR with
-    ``total_steps`` filled in) makes it build the loader earlier, before the checkpoint's loop
-    state is read, and the saved position is then never applied (Lightning 2.6): the resumed
-    epoch would start again from its first batch. This applies the pending position at
-    ``on_train_start``, before the first batch is drawn. A no-op when nothing is pending.
+    Lightning 2.6 never applies a stateful train loader's saved position when the loader was
+    built before the checkpoint's loop state was read (``trainer.estimated_stepping_batches``,
+    for OneCycleLR's ``total_steps``, does that); this applies it before the first batch.
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -1,22 +1,11 @@
 """NanGuard: stop the run (or skip the step) when the training loss is NaN or inf.
 
-Where the check costs something: reading ``torch.isfinite(loss)`` on the host needs the value,
-which on a GPU means waiting for the queued kernels (a host sync). So:
-
-* on the CPU the loss is checked every step, before ``backward``; with ``action=stop`` the run
-  stops before the bad batch touches the weights;
-* on a GPU with ``action=stop`` the check stays on the device: each step folds
-  ``~isfinite(loss)`` and the step number into a device-side flag (no sync), and the host reads
-  that flag every ``check_every_n_steps`` steps and before each validation. The run stops at
-  most that many steps after the first bad loss, and names the step where it happened;
-  the checkpoint IO refuses to save non-finite weights in between
-  (:class:`lightspeed.callbacks.checkpointing.AtomicCheckpointIO`), so the last checkpoint stays good;
-* ``action=skip`` must decide before every optimizer step, so it reads the loss every step
-  (one host sync per step on a GPU). A skipped step drops the gradients of that optimizer step
-  (all its accumulated batches) and puts back the float buffers (BatchNorm statistics) that
-  the bad forward pass changed (copied on the device before each batch, no sync); the LR
-  scheduler still advances. With 16-mixed precision the
-  GradScaler already skips steps whose gradients are not finite, so the guard leaves them to it.
+Reading ``isfinite(loss)`` on the host costs a sync on a GPU, so there ``action=stop`` folds it
+into a device-side flag read every ``check_every_n_steps`` and before each validation (the
+checkpoint IO refuses non-finite weights meanwhile); on the CPU, and for ``action=skip``, the
+loss is read every step before ``backward``. A skipped step drops its gradients and restores
+the float buffers (BatchNorm statistics); the LR scheduler still advances. Under 16-mixed the
+GradScaler skips non-finite steps itself.
 """
 
 from __future__ import annotations
@@ -102,9 +91,7 @@ class NanGuard(L.Callback):
         if self._first_bad is None:
             self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
         fresh = bad & (self._first_bad < 0)
-        self._first_bad = torch.where(
-            fresh, torch.full_like(self._first_bad, step), self._first_bad
-        )
+        self._first_bad = torch.where(fresh, step, self._first_bad)
         # same phase as Lightning's logging ((step + 1) % log_every_n_steps): with equal
         # intervals the flag read lands on a step that syncs for the logger anyway
         if (step + 1) % self._every(loss.device) == 0:
@@ -115,9 +102,8 @@ class NanGuard(L.Callback):
             return
         first = int(self._first_bad)  # the one host sync, every N steps
         if first >= 0:
-            self._stop(
-                trainer, first, "NaN/inf", f"seen at step {trainer.global_step}; not saved since"
-            )
+            when = f"seen at step {trainer.global_step}; not saved since"
+            self._stop(trainer, first, "NaN/inf", when)
 
     @staticmethod
     def _float_buffers(pl_module: L.LightningModule) -> list[Tensor]:
@@ -144,12 +130,8 @@ class NanGuard(L.Callback):
         self.skipped += 1
         self._consecutive += 1
         if self._consecutive > self.max_consecutive_skips:
-            self._stop(
-                trainer,
-                trainer.global_step,
-                "NaN/inf",
-                f"{self._consecutive} steps in a row skipped, the run is not recovering",
-            )
+            why = f"{self._consecutive} steps in a row skipped, the run is not recovering"
+            self._stop(trainer, trainer.global_step, "NaN/inf", why)
         # SGD/Adam/... leave parameters without a gradient untouched (momentum included)
         for group in optimizer.param_groups:
             for p in group["params"]:
