@@ -1,22 +1,10 @@
 """GracefulInterrupt: Ctrl-C, SIGTERM or SIGUSR1 → finish the batch, save last.ckpt, exit.
 
-Lightning alone turns Ctrl-C into a ``KeyboardInterrupt`` wherever it lands and exits 1 without
-a checkpoint, and turns SIGTERM into a stop without one. This callback, from the start of
-training to its end, replaces those handlers:
-
-1. the first signal only sets a flag (the step in flight is never torn);
-2. at the next batch end (or, for the last batch of an epoch, at the epoch end after its
-   validation) it saves ``last.ckpt`` through the atomic ``CheckpointIO``; once Lightning has
-   logged that step, it raises :class:`~lightspeed.errors.RunInterrupted`, which the entry
-   point prints as one line naming the run to resume, exiting with 128 + the signal number
-   (130 for Ctrl-C, 143 for SIGTERM);
-3. a second signal exits at once (``os._exit``): atomic writes mean the previous last.ckpt is
-   still whole.
-
+Lightning alone stops on these without a checkpoint. Here the first signal sets a flag; the
+next batch end (an epoch's last batch: after its validation) saves ``last.ckpt`` and raises
+:class:`~lightspeed.errors.RunInterrupted` (exit 128 + signal); a second signal exits at once.
 Under DDP the save is a collective call, so all ranks must make it at the same batch, whichever
-of them got the signal (SLURM and Ctrl-C signal every rank, a ``kill <pid>`` only one, and never
-at exactly the same moment): :class:`RankAgreement` tells every rank, one batch later, that
-some rank got one.
+of them got the signal (a ``kill <pid>`` reaches only one): :class:`RankAgreement` sees to it.
 """
 
 from __future__ import annotations

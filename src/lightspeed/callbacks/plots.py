@@ -1,11 +1,8 @@
 """Training curves: ``curves.png`` in the run dir at the end of a fit, drawn from the CSV metrics.
 
-One drawing function, :func:`draw_curves`, serves the callback (one run) and
-``scripts/plot_runs.py`` (several runs overlaid). It reads ``metrics.csv`` as
-:class:`lightspeed.loggers.CSVLogger` writes it (one row per logging call, empty cells for the
-metrics that call did not log), so a resumed run's curves are continuous too. Matplotlib is
-imported only when drawing, and only its object API is used (a ``Figure`` saved through the
-Agg canvas): no pyplot, so no global backend is switched and no window can open.
+:func:`draw_curves` serves the callback (one run) and ``scripts/plot_runs.py`` (runs overlaid).
+Matplotlib is imported only when drawing, and only its object API is used: no pyplot, so no
+global backend is switched and no window can open.
 """
 
 from __future__ import annotations
@@ -39,22 +36,22 @@ def read_metrics(path: str | Path) -> Series:
     series: Series = {}
     with Path(path).open(newline="") as f:
         for row in csv.DictReader(f):
-            try:
-                step = float(row.get("step") or "nan")
-            except ValueError:
-                continue
+            step = _number(row.get("step"))
             for key, text in row.items():
-                if key in ("step", "epoch") or not text:
-                    continue
-                try:
-                    value = float(text)
-                except ValueError:
-                    continue
-                if math.isfinite(step) and math.isfinite(value):
+                value = _number(text)
+                if key not in ("step", "epoch") and math.isfinite(step) and math.isfinite(value):
                     steps, values = series.setdefault(key, ([], []))
                     steps.append(step)
                     values.append(value)
     return series
+
+
+def _number(text: str | None) -> float:
+    """The cell's value; NaN for an empty or non-numeric cell."""
+    try:
+        return float(text or "nan")
+    except ValueError:
+        return math.nan
 
 
 def _columns(series: Series, wanted: tuple[str, ...]) -> list[str]:
@@ -95,14 +92,8 @@ def draw_curves(runs: Mapping[str, str | Path], out: str | Path) -> dict[str, li
                 name = column.removeprefix("lr-") if title == "learning rate" else split
                 name = name if len(data) == 1 else f"{label} {name}"
                 linestyle, marker = STYLES.get(split, ("-", None))
-                ax.plot(
-                    steps,
-                    values,
-                    color=colour,
-                    linestyle=linestyle,
-                    marker=marker or ("o" if len(steps) == 1 else None),  # a lone point shows
-                    label=name,
-                )
+                marker = marker or ("o" if len(steps) == 1 else None)  # a lone point shows
+                ax.plot(steps, values, color=colour, linestyle=linestyle, marker=marker, label=name)
                 drawn.append(name)
         if drawn:
             values = [v for s in data.values() for c in _columns(s, wanted) for v in s[c][1]]
