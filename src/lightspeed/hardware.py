@@ -20,26 +20,13 @@ PACKAGES = (
 )
 
 
-def _cpu_model() -> str:
+def _cpuinfo(key: str) -> list[str]:
+    """The values of ``/proc/cpuinfo``'s ``key`` lines, one per logical CPU ([] without it)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            return [line.split(":", 1)[1].strip() for line in f if line.startswith(key)]
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+        return []
 
 
 def cpu_has_bf16() -> bool:
@@ -48,7 +35,7 @@ def cpu_has_bf16() -> bool:
     Without them bf16 autocast is emulated: measured 6.5x *slower* than fp32 for the default
     CNN on an AVX2-only AMD EPYC (benchmarks/results/precision_cpu.md).
     """
-    flags = _cpu_flags()
+    flags = set(next(iter(_cpuinfo("flags")), "").split())
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
@@ -61,19 +48,9 @@ def usable_cores() -> int:
 
 
 def _physical_cores() -> int | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            pairs = set()
-            phys = core = None
-            for line in f:
-                if line.startswith("physical id"):
-                    phys = line.split(":")[1].strip()
-                elif line.startswith("core id"):
-                    core = line.split(":")[1].strip()
-                    pairs.add((phys, core))
-            return len(pairs) or None
-    except OSError:
-        return None
+    cores = _cpuinfo("core id")
+    sockets = _cpuinfo("physical id") or [None] * len(cores)
+    return len(set(zip(sockets, cores, strict=False))) or None
 
 
 def memory_gb() -> float | None:
@@ -96,8 +73,10 @@ def report() -> dict:
     """A JSON-able description of this machine and software stack."""
     import torch
 
-    info: dict = {
-        "cpu": _cpu_model(),
+    cuda, cudnn = torch.cuda.is_available(), torch.backends.cudnn
+    gpus = map(torch.cuda.get_device_properties, range(torch.cuda.device_count() if cuda else 0))
+    return {
+        "cpu": next(iter(_cpuinfo("model name")), platform.processor() or platform.machine()),
         "cpu_physical_cores": _physical_cores(),
         "cpu_threads": os.cpu_count(),
         "cpu_usable_cores": usable_cores(),
@@ -105,25 +84,19 @@ def report() -> dict:
         "torch_threads": torch.get_num_threads(),
         "ram_gb": memory_gb(),
         "os": platform.platform(),
-        "cuda_available": torch.cuda.is_available(),
+        "cuda_available": cuda,
         "cuda_version": torch.version.cuda,
-        "cudnn_version": torch.backends.cudnn.version()
-        if torch.backends.cudnn.is_available()
-        else None,
-        "gpus": [],
+        "cudnn_version": cudnn.version() if cudnn.is_available() else None,
+        "gpus": [
+            {
+                "name": p.name,
+                "memory_gb": round(p.total_memory / 2**30, 1),
+                "capability": f"{p.major}.{p.minor}",
+            }
+            for p in gpus
+        ],
         "versions": versions(),
     }
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            info["gpus"].append(
-                {
-                    "name": p.name,
-                    "memory_gb": round(p.total_memory / 2**30, 1),
-                    "capability": f"{p.major}.{p.minor}",
-                }
-            )
-    return info
 
 
 def one_line(info: dict) -> str:

@@ -1,16 +1,15 @@
 """Lightning's CSV and TensorBoard loggers, made to continue a resumed run's logs.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts, and a resumed
-``TensorBoardLogger`` shows the steps logged after the checkpoint twice (once from the killed
-run, once from the resumed one). These subclasses keep one continuous log per run: on
-:meth:`resume_from_step` the CSV keeps its rows up to that step and appends after them, and
-TensorBoard is told to hide the killed run's events past that step (``purge_step``).
+``TensorBoardLogger`` shows the steps logged after the checkpoint twice; on
+:meth:`resume_from_step` these keep one continuous log per run.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
@@ -21,11 +20,12 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightspeed.checkpoint import atomic_write
 
 
-def _step(row: dict) -> float | None:
+def csv_number(text: str | None) -> float:
+    """A ``metrics.csv`` cell's value; NaN for an empty or non-numeric cell."""
     try:
-        return float(row.get("step") or "nan")
+        return float(text or "nan")
     except ValueError:
-        return None
+        return math.nan
 
 
 class AppendingExperimentWriter(ExperimentWriter):
@@ -46,7 +46,7 @@ class AppendingExperimentWriter(ExperimentWriter):
         self.metrics_keys = sorted(keys)  # the header the appended rows must follow
         if self.keep_until_step is None:
             return
-        kept = [r for r in rows if (s := _step(r)) is None or s != s or s <= self.keep_until_step]
+        kept = [r for r in rows if not csv_number(r.get("step")) > self.keep_until_step]
         if len(kept) == len(rows):
             return
         text = io.StringIO()

@@ -34,11 +34,8 @@ def fit(built: Any, cfg: Any, ckpt: str | None) -> dict:
     t0 = time.perf_counter()
     trainer, module, dm = built.trainer, built.module, built.datamodule
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
-    best_cb = next(
-        (cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None
-    )
-    best = best_cb.best_model_path if best_cb is not None else ""
-    score = best_cb.best_model_score if best_cb is not None else None
+    cb = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    best, score = (cb.best_model_path, cb.best_model_score) if cb is not None else ("", None)
     out = {
         "best_val_acc": float(score) if score is not None else None,
         "best_checkpoint": best or None,

@@ -1,17 +1,9 @@
 """Experiment trackers as optional loggers: ``logger=wandb`` and ``logger=mlflow``.
 
-Each is Lightning's own logger with two additions:
-
-* without its package the run stops with one line naming the ``pip install`` to run (a
-  :class:`~lightspeed.errors.ConfigError`, exit status 2), not an import traceback;
-* the tracker's run id is kept in ``run_id_file`` (the configs put it in the run dir), and a
-  logger that finds that file continues the run it names. A resumed fit runs in its own run
-  dir, so it logs to the same W&B or MLflow run; a new run never starts in a dir that holds
-  one (``lightspeed.rundir``). The file is written when the tracker's run starts (global
-  rank zero), read when the logger is built: the checkpoint, read later, is not needed.
-
-Both run with no server by default (``configs/logger/``): W&B offline (``wandb sync`` uploads
-later), MLflow into a file store in the run dir.
+Lightning's own loggers, plus: a missing package is one line naming the ``pip install``; the
+tracker's run id is kept in ``run_id_file`` (in the run dir), so a resumed fit, which runs in
+its own run dir, logs to the same run. The file is read when the logger is built, before the
+checkpoint is.
 """
 
 from __future__ import annotations
@@ -47,6 +39,14 @@ def read_run_id(path: str | Path | None) -> str | None:
     return Path(path).read_text().strip() or None
 
 
+def _run_to_continue(given: str | None, run_id_file: str | None, tracker: str) -> str | None:
+    """``given``, else the run id kept in ``run_id_file`` (logged: that run continues)."""
+    resumed = given or read_run_id(run_id_file)
+    if resumed and not given:
+        log.info("%s: continuing run %s (%s)", tracker, resumed, run_id_file)
+    return resumed
+
+
 def keep_run_id(path: str | Path | None, run_id: str | None) -> None:
     """Writes ``run_id`` to ``path`` (no-op without either, or when it already holds it)."""
     if path is None or not run_id or read_run_id(path) == run_id:
@@ -68,10 +68,7 @@ class WandbLogger(_WandbLogger):
     def __init__(self, id: str | None = None, run_id_file: str | None = None, **kwargs: Any):
         require("wandb", "wandb")
         self._run_id_file = run_id_file
-        resumed = id or read_run_id(run_id_file)
-        if resumed and not id:
-            log.info("wandb: continuing run %s (%s)", resumed, run_id_file)
-        super().__init__(id=resumed, **kwargs)
+        super().__init__(id=_run_to_continue(id, run_id_file, "wandb"), **kwargs)
 
     @property
     @rank_zero_experiment
@@ -101,10 +98,8 @@ class MLFlowLogger(_MLFlowLogger):
             # run dir needs no database and no server
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self._run_id_file = run_id_file
-        resumed = run_id or read_run_id(run_id_file)
+        resumed = _run_to_continue(run_id, run_id_file, "mlflow")
         self._continues = bool(resumed)
-        if resumed and not run_id:
-            log.info("mlflow: continuing run %s (%s)", resumed, run_id_file)
         super().__init__(run_id=resumed, **kwargs)
 
     @property

@@ -16,6 +16,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 
+from lightspeed.loggers import csv_number
+
 log = logging.getLogger(__name__)
 
 # panel title → metric columns drawn in it (a prefix ending in "-" matches every such column:
@@ -36,22 +38,14 @@ def read_metrics(path: str | Path) -> Series:
     series: Series = {}
     with Path(path).open(newline="") as f:
         for row in csv.DictReader(f):
-            step = _number(row.get("step"))
+            step = csv_number(row.get("step"))
             for key, text in row.items():
-                value = _number(text)
+                value = csv_number(text)
                 if key not in ("step", "epoch") and math.isfinite(step) and math.isfinite(value):
                     steps, values = series.setdefault(key, ([], []))
                     steps.append(step)
                     values.append(value)
     return series
-
-
-def _number(text: str | None) -> float:
-    """The cell's value; NaN for an empty or non-numeric cell."""
-    try:
-        return float(text or "nan")
-    except ValueError:
-        return math.nan
 
 
 def _columns(series: Series, wanted: tuple[str, ...]) -> list[str]:
