@@ -1,9 +1,6 @@
 """The LightningModule: a net, its loss and metrics, and the optimiser/scheduler it trains with.
 
-It receives built objects (the net, and optimiser/scheduler *factories*, i.e. partials) so it
-knows nothing of Hydra. Checkpoints store the plain run config next to the weights (see
-``lightspeed.callbacks.metadata``), never these objects, so they load with
-``torch.load(weights_only=True)``.
+It receives built objects (the net, optimiser/scheduler partials), so it knows nothing of Hydra.
 """
 
 from __future__ import annotations
@@ -130,16 +127,11 @@ class Classifier(L.LightningModule):
             return optimizer
         kwargs = {}
         keywords = getattr(self.scheduler_factory, "keywords", {})
-        if (
-            "total_steps" in keywords
-            and keywords["total_steps"] is None
-            and not keywords.get("epochs")
-        ):
+        if keywords.get("total_steps", 0) is None and not keywords.get("epochs"):
             total = int(self.trainer.estimated_stepping_batches)
             # OneCycleLR divides by (pct_start * total_steps - 1): very short runs (a debug
             # run of 4 steps) would divide by zero. A longer schedule than the run is harmless.
-            pct = keywords.get("pct_start")
-            if pct:
+            if pct := keywords.get("pct_start"):
                 total = max(total, math.floor(2 / pct) + 1)
             kwargs["total_steps"] = total
         scheduler = self.scheduler_factory(optimizer=optimizer, **kwargs)

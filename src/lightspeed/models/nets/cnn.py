@@ -72,8 +72,7 @@ class SmallCNN(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # He init suits ReLU; BN starts as identity. Measured no worse than PyTorch's default
-        # and it is what the seed posts recommend making explicit.
+        # He init suits ReLU; BN starts as identity. Measured no worse than PyTorch's default.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
