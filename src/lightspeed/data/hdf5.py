@@ -7,12 +7,7 @@ File layout (written by ``scripts/to_hdf5.py`` through :func:`write_hdf5`)::
     test/images, test/labels
     attrs: source, class_names (JSON list), mean, std (of train/images, pixels scaled to [0, 1])
 
-The data shape (classes, channels, image size) is read from this header when the DataModule is
-made; the images are read only by the loaders.
-
-h5py file handles must not cross a ``fork``: a handle opened in the main process and used in a
-worker reads garbage or deadlocks. :class:`Hdf5Dataset` therefore opens the file on first use in
-each process (checked by pid) and never in ``__init__``.
+The data shape is read from this header when the DataModule is made; images only by loaders.
 """
 
 from __future__ import annotations
@@ -168,6 +163,8 @@ class Hdf5Dataset(BatchDataset):
         self.path, self.split = str(path), split
         self.indices = np.asarray(indices, dtype=np.int64)
         self.mean, self.std = float(mean), float(std)
+        # an h5py handle must not cross a fork (garbage or a deadlock): opened on first use in
+        # each process, never here
         self._file: Any = None
         self._pid: int | None = None
 

@@ -79,11 +79,8 @@ def read_idx(path: str | Path, expect_ndim: int | None = None) -> np.ndarray:
             f"{path}: {problem}: header promises shape {tuple(shape)} = {want} bytes of data, "
             f"file holds {got}; fetch it again"
         )
-    return (
-        np.frombuffer(raw, dtype=dtype, offset=header)
-        .reshape(shape)
-        .astype(dtype.newbyteorder("="))
-    )
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
 
 
 def read_idx_pair(images: str | Path, labels: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -104,10 +101,8 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     codes = {v: k for k, v in _DTYPES.items()}
     dtype = np.dtype(array.dtype).newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
     code = codes.get(dtype) or codes[np.dtype(array.dtype)]
-    payload = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    payload += np.ascontiguousarray(array, dtype=dtype).tobytes()
+    header = struct.pack(f">HBB{array.ndim}I", 0, code, array.ndim, *array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=dtype).tobytes()
     compress = path.suffix == ".gz" if compress is None else compress
     if compress:
         with gzip.open(path, "wb", compresslevel=1) as f:

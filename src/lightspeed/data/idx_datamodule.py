@@ -1,9 +1,7 @@
 """LightningDataModule for IDX image sets: Fashion-MNIST by default, MNIST by config.
 
-The whole set is read once, normalised once and held as tensors; training batches come from
-:class:`~lightspeed.data.memory.InMemoryBatchLoader` (on the CPU, or on the GPU with
-``device=cuda``), or from a ``DataLoader`` with workers when ``num_workers > 0`` is asked for.
-Where the files are looked for: :mod:`lightspeed.data.sources`.
+The whole set is read and normalised once and held as tensors (on the CPU, or the GPU with
+``device=cuda``); where the files are looked for: :mod:`lightspeed.data.sources`.
 """
 
 from __future__ import annotations
@@ -114,10 +112,5 @@ class IdxDataModule(ImageDataModule):
         test_y = torch.from_numpy(yt).long().to(self.data_device)
         self.set_split("test", (norm(torch.from_numpy(xt).unsqueeze(1)), test_y))
         self.record_source(found.folder, found.paths, found_in=found.how)
-        log.info(
-            "%s on %s, normalised with the training images' mean %.4f, std %.4f",
-            self.source.name,
-            self.data_device,
-            self.mean,
-            self.std,
-        )
+        what = "%s on %s, normalised with the training images' mean %.4f, std %.4f"
+        log.info(what, self.source.name, self.data_device, self.mean, self.std)

@@ -1,23 +1,9 @@
 """Images in class subfolders, decoded and resized per sample by DataLoader workers.
 
-Layout: ``<data_dir>/train/<class>/*.png`` with optional ``val/`` and ``test/`` beside it (the
-same class names, or some of them). Without ``val/``, ``val_size`` of the training images are
-held out (fixed ``split_seed``); without ``test/``, testing uses the validation images.
-
-The data shape comes from a listing of ``train/`` and the header of its first image: classes
-are the subfolder names (sorted), and ``image_size``/``channels`` default to ``auto``, i.e. the
-first image's size, and 1 channel when it is grayscale, else 3. So a folder of RGB 32x32 (or
-any size) images trains with no shape settings at all.
-
-Unreadable images (truncated, corrupt, not an image) are **skipped**: each one is logged with
-its path when a worker first meets it, the batch it was in comes out smaller, and the total is
-logged at teardown and kept in :attr:`ImageFolderDataModule.skipped_images`. One bad file in a
-large folder should not end a long run; a batch in which *every* image is unreadable stops it
-with a :class:`~lightspeed.errors.DataError` naming one of them, since that points to a broken
-folder rather than a stray file.
-
-Decoding and resizing every image every epoch is the slow part; resize once offline
-(``scripts/resize_images.py``) or convert to HDF5 (``scripts/to_hdf5.py --source folder``).
+Layout: ``<data_dir>/train/<class>/*.png`` with optional ``val/`` and ``test/`` beside it.
+Classes are the subfolder names; ``image_size``/``channels`` default to the first image's.
+Unreadable images are skipped and logged (one bad file should not end a long run); a batch with
+none readable is a :class:`~lightspeed.errors.DataError`. Details and speed: docs/data.md.
 """
 
 from __future__ import annotations
@@ -157,16 +143,9 @@ class ImageFolderDataModule(ImageDataModule):
             first, (width, height), mode = self._first_image()
             self.in_channels = self.in_channels or (1 if mode in GRAYSCALE_MODES else 3)
             self.image_size = [height, width] if image_size == "auto" else self.image_size
-            log.info(
-                "%s: image_size %dx%d, %d channel(s) (auto: from %s, %dx%d, PIL mode %s)",
-                self.data_dir,
-                *self.image_size,
-                self.in_channels,
-                first.relative_to(self.data_dir),
-                height,
-                width,
-                mode,
-            )
+            what = "%s: image_size %dx%d, %d channel(s) (auto: from %s, %dx%d, PIL mode %s)"
+            found = (first.relative_to(self.data_dir), height, width, mode)
+            log.info(what, self.data_dir, *self.image_size, self.in_channels, *found)
         self.mean = self._per_channel("mean", mean)
         self.std = self._per_channel("std", std)
         if min(self.std) <= 0:

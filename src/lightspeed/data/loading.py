@@ -1,14 +1,7 @@
 """The loader knobs' rules: which combinations make sense, and what ``auto`` means here.
 
-Torch-free, so the config check can call :func:`check_loader_settings` before anything heavy is
-imported; :class:`~lightspeed.data.base.ImageDataModule` calls the same function.
-
-``auto`` (the seed posts' advice, measured in ``benchmarks/results/``):
-- in-memory batches need no worker processes: ``num_workers=0``;
-- file-backed data: about half the usable cores (leave the rest to the training step), capped;
-- ``pin_memory`` only helps host→GPU copies, so only when a CUDA device trains from a DataLoader;
-- ``persistent_workers`` whenever there are workers (no re-fork every epoch);
-- ``prefetch_factor`` only means something with workers.
+Torch-free, so the config check and :class:`~lightspeed.data.base.ImageDataModule` share
+:func:`check_loader_settings`. What ``auto`` resolves to, and why: docs/data.md.
 """
 
 from __future__ import annotations
@@ -74,13 +67,9 @@ class LoaderSettings:
     reasons: list[str] = field(default_factory=list)
 
     def as_kwargs(self) -> dict:
-        kw = {
-            "num_workers": self.num_workers,
-            "pin_memory": self.pin_memory,
-            "persistent_workers": self.persistent_workers,
-        }
-        if self.num_workers > 0:
-            kw["prefetch_factor"] = self.prefetch_factor
+        kw = {k: v for k, v in vars(self).items() if k != "reasons"}
+        if self.num_workers <= 0:
+            del kw["prefetch_factor"]  # DataLoader refuses one without workers
         return kw
 
 

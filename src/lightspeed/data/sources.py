@@ -50,26 +50,15 @@ class IdxSource:
     image_size: tuple[int, int] = (28, 28)
 
 
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 SOURCES = {
     "fashion_mnist": IdxSource(
         "fashion_mnist",
         "FashionMNIST",
         "/usr/share/datasets/fashion-mnist",
         "dataset-fashion-mnist",
-        tuple(
-            [
-                "T-shirt/top",
-                "Trouser",
-                "Pullover",
-                "Dress",
-                "Coat",
-                "Sandal",
-                "Shirt",
-                "Sneaker",
-                "Bag",
-                "Ankle boot",
-            ]
-        ),
+        FASHION_CLASSES,
     ),
     "mnist": IdxSource(
         "mnist", "MNIST", "/usr/share/datasets/mnist", None, tuple(str(d) for d in range(10))
