@@ -17,8 +17,6 @@ import pytest
 from lightspeed import distributed
 from lightspeed.cli import compose
 
-submitit = pytest.importorskip("submitit", reason="the slurm extra: pip install -e '.[slurm]'")
-
 
 def fake_tools(folder: Path, *names: str) -> Path:
     """Executables that append their arguments to ``<folder>/calls.log`` and succeed."""
@@ -39,6 +37,7 @@ def test_slurm_launcher_config_composes_into_an_sbatch_file(
 ) -> None:
     import hydra
 
+    submitit = pytest.importorskip("submitit", reason="the slurm extra: pip install -e '.[slurm]'")
     tools = fake_tools(tmp_path / "bin", "srun")  # submitit looks for srun before anything
     monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
 
