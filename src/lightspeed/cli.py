@@ -279,7 +279,9 @@ def print_summary(summary: dict) -> None:
         "last_checkpoint": "last checkpoint",
         "curves": "curves",
         "predictions": "predictions",
+        "predict_acc": "predict accuracy",
         "onnx": "ONNX model",
+        "onnx_max_abs_logit_diff": "ONNX max |Δlogit|",
         "run_dir": "run dir",
         "data_source": "data source",
     }
@@ -288,6 +290,8 @@ def print_summary(summary: dict) -> None:
         if value is not None:
             if isinstance(value, dict):  # data_source: where the data came from
                 text = f"{value.get('path')} (sha256 {str(value.get('sha256'))[:12]}…)"
+            elif isinstance(value, float) and 0 < abs(value) < 1e-3:
+                text = f"{value:.2e}"
             elif isinstance(value, float):
                 text = f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
             else:
