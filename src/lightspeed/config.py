@@ -20,17 +20,8 @@ from lightspeed.constraints import Range
 from lightspeed.errors import ConfigError
 from lightspeed.signatures import check_value, read_signature
 
-PRECISIONS = (
-    "auto",
-    "32",
-    "32-true",
-    "16-mixed",
-    "bf16-mixed",
-    "bf16-true",
-    "16-true",
-    "64",
-    "64-true",
-)
+PRECISIONS = ("auto", "32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64",
+              "64-true")  # fmt: skip
 TASKS = ("fit", "validate", "test", "predict", "export")
 # What ``${data:<attribute>}`` resolves to before the DataModule exists (the check skips it).
 FROM_DATA = "<from the data module>"

@@ -1,13 +1,11 @@
 """Value constraints written into constructor signatures, read by the config check.
 
-A setting is declared once, in the signature of the class that uses it (name, type, default)
-and its docstring (meaning). Where a range matters, the annotation says so::
+Where a range matters, the annotation says so::
 
     def __init__(self, batch_size: PositiveInt = 256, label_smoothing: UnitInterval = 0.0): ...
 
-``lightspeed.config`` reads these annotations from the source file (without importing torch)
-and refuses ``data.batch_size=0`` with one line before anything heavy starts. At run time
-they are plain ``int``/``float`` annotations (``typing.Annotated``).
+The config check reads them from source and refuses ``data.batch_size=0`` in one line before
+torch is imported; at run time they are plain ``int``/``float`` (``typing.Annotated``).
 """
 
 from __future__ import annotations
@@ -26,14 +24,10 @@ class Range:
     hi_inclusive: bool = True
 
     def accepts(self, value: float) -> bool:
-        if self.lo is not None and (
-            value < self.lo or (value == self.lo and not self.lo_inclusive)
-        ):
+        lo, hi = self.lo, self.hi
+        if lo is not None and (value < lo or (value == lo and not self.lo_inclusive)):
             return False
-        return not (
-            self.hi is not None
-            and (value > self.hi or (value == self.hi and not self.hi_inclusive))
-        )
+        return not (hi is not None and (value > hi or (value == hi and not self.hi_inclusive)))
 
     def describe(self) -> str:
         parts = []

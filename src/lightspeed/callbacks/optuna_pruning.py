@@ -1,10 +1,7 @@
 """OptunaPruning: report each validation's metric to an Optuna trial; stop a trial gone bad.
 
-The sweep (:mod:`lightspeed.sweep`) adds this callback to each trial's fit. At every
-validation end it reports the monitored metric for that epoch; when the study's pruner says
-the trial is behind the others at the same epoch, the fit stops there and the sweep records the
-trial as pruned. Optuna's own Lightning integration (``optuna-integration``) does the same for
-one process; this one is a few lines and keeps that package out.
+The sweep (:mod:`lightspeed.sweep`) adds it to each trial's fit. ``optuna-integration`` has the
+same callback; this one is a few lines and keeps that package out.
 """
 
 from __future__ import annotations
@@ -50,10 +47,5 @@ class OptunaPruning(L.Callback):
             trial.set_user_attr(PRUNED_AT, epoch)
             self.pruned_at = epoch
             trainer.should_stop = True
-            log.info(
-                "trial %d pruned after epoch %d: %s=%.4f is behind the other trials",
-                self.trial_number,
-                epoch,
-                self.monitor,
-                float(value),
-            )
+            what = "trial %d pruned after epoch %d: %s=%.4f is behind the other trials"
+            log.info(what, self.trial_number, epoch, self.monitor, float(value))
