@@ -22,7 +22,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from lightspeed import PROCESS_START, hardware
+from lightspeed import PROCESS_START, console, hardware
 from lightspeed.callbacks.checkpointing import (
     AtomicCheckpointIO,
     RestoreLoaderPosition,
@@ -243,23 +243,6 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
     return Built(datamodule, module, trainer, run_dir, precision, callbacks)
 
 
-def print_config(cfg: DictConfig) -> None:
-    """The resolved config as a tree, one branch per group (rich)."""
-    from rich import print as rprint
-    from rich.syntax import Syntax
-    from rich.tree import Tree
-
-    tree = Tree("config", guide_style="dim")
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    scalars = {k: v for k, v in plain.items() if not isinstance(v, dict)}
-    tree.add("run").add(Syntax(OmegaConf.to_yaml(scalars), "yaml"))
-    for key, value in plain.items():
-        if isinstance(value, dict):
-            tree.add(key).add(Syntax(OmegaConf.to_yaml(value) if value else "{}", "yaml"))
-    rprint(tree)
-
-
 def run_task(cfg: DictConfig) -> dict:
     """Runs ``cfg.task`` and returns the summary (also written to ``summary.json``)."""
     t0 = time.perf_counter()
@@ -271,7 +254,7 @@ def run_task(cfg: DictConfig) -> dict:
     built = build(cfg, run_dir)  # binds ${data:...}: the config resolves with the data's shape
     if built.trainer.is_global_zero:  # ranks > 0 of a DDP run print and write nothing
         if cfg.get("extras", {}).get("print_config", True):
-            print_config(cfg)
+            console.print_config(OmegaConf.to_container(cfg, resolve=True))
         config = OmegaConf.to_yaml(cfg, resolve=True)
         session_file(run_dir, "config.yaml", resuming).write_text(config)
     info["precision"] = built.precision

@@ -252,52 +252,9 @@ def _job(cfg) -> float | None:
             print(f"lightspeed: {requeued}", file=sys.stderr)
         sys.exit(distributed.interrupted_exit_code(e.exit_code))
     if distributed.is_rank_zero():
-        print_summary(summary)
+        console.print_summary(summary)
     # the value a sweeper (hparams_search) optimises
     return summary.get("best_val_acc") or summary.get("val_acc")
-
-
-def print_summary(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"lightspeed {summary['task']} summary", show_header=False)
-    labels = {
-        "best_val_acc": "best val acc",
-        "val_acc": "val acc",
-        "test_acc": "test acc",
-        "samples_per_s": "train samples/s",
-        "data_wait_share": "data-wait share",
-        "time_to_first_step_s": "time to first step (s)",
-        "train_time_s": "fit time (s)",
-        "wall_time_s": "task wall time (s)",
-        "process_time_s": "process time (s)",
-        "gpu_peak_mem_mb": "peak GPU memory (MB)",
-        "cpu_peak_rss_mb": "peak RSS (MB)",
-        "precision": "precision",
-        "best_checkpoint": "best checkpoint",
-        "last_checkpoint": "last checkpoint",
-        "curves": "curves",
-        "predictions": "predictions",
-        "predict_acc": "predict accuracy",
-        "onnx": "ONNX model",
-        "onnx_max_abs_logit_diff": "ONNX max |Δlogit|",
-        "run_dir": "run dir",
-        "data_source": "data source",
-    }
-    for key, label in labels.items():
-        value = summary.get(key)
-        if value is not None:
-            if isinstance(value, dict):  # data_source: where the data came from
-                text = f"{value.get('path')} (sha256 {str(value.get('sha256'))[:12]}…)"
-            elif isinstance(value, float) and 0 < abs(value) < 1e-3:
-                text = f"{value:.2e}"
-            elif isinstance(value, float):
-                text = f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
-            else:
-                text = str(value)
-            table.add_row(label, text)
-    Console(width=160).print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""What the console shows during a run: lightspeed's lines, warnings, progress and the summary.
+"""What the console shows during a run: the config tree, lightspeed's lines, warnings, progress
+and the summary table.
 
 Lightning prints its INFO lines through its own handler *and* (under Hydra's logging) through
 the root logger, so each appeared twice. Here its own handler goes, its INFO lines reach Hydra's
@@ -34,3 +35,64 @@ def quiet() -> None:
         if type(handler) is logging.StreamHandler:  # the console, not the run's log file
             handler.addFilter(_console_only)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
+
+
+def print_config(plain: dict) -> None:
+    """The resolved config as a tree, one branch per group (rich)."""
+    import yaml
+    from rich import print as rprint
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    plain = {k: v for k, v in plain.items() if k != "hydra"}
+    scalars = {k: v for k, v in plain.items() if not isinstance(v, dict)}
+    tree.add("run").add(Syntax(yaml.safe_dump(scalars, sort_keys=False), "yaml"))
+    for key, value in plain.items():
+        if isinstance(value, dict):
+            text = yaml.safe_dump(value, sort_keys=False) if value else "{}"
+            tree.add(key).add(Syntax(text, "yaml"))
+    rprint(tree)
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"lightspeed {summary['task']} summary", show_header=False)
+    labels = {
+        "best_val_acc": "best val acc",
+        "val_acc": "val acc",
+        "test_acc": "test acc",
+        "samples_per_s": "train samples/s",
+        "data_wait_share": "data-wait share",
+        "time_to_first_step_s": "time to first step (s)",
+        "train_time_s": "fit time (s)",
+        "wall_time_s": "task wall time (s)",
+        "process_time_s": "process time (s)",
+        "gpu_peak_mem_mb": "peak GPU memory (MB)",
+        "cpu_peak_rss_mb": "peak RSS (MB)",
+        "precision": "precision",
+        "best_checkpoint": "best checkpoint",
+        "last_checkpoint": "last checkpoint",
+        "curves": "curves",
+        "predictions": "predictions",
+        "predict_acc": "predict accuracy",
+        "onnx": "ONNX model",
+        "onnx_max_abs_logit_diff": "ONNX max |Δlogit|",
+        "run_dir": "run dir",
+        "data_source": "data source",
+    }
+    for key, label in labels.items():
+        value = summary.get(key)
+        if value is not None:
+            if isinstance(value, dict):  # data_source: where the data came from
+                text = f"{value.get('path')} (sha256 {str(value.get('sha256'))[:12]}…)"
+            elif isinstance(value, float) and 0 < abs(value) < 1e-3:
+                text = f"{value:.2e}"
+            elif isinstance(value, float):
+                text = f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
+            else:
+                text = str(value)
+            table.add_row(label, text)
+    Console(width=160).print(table)
