@@ -204,14 +204,9 @@ def describe_mismatch(
         for k in expected
         if k in saved and hasattr(saved[k], "shape") and tuple(saved[k].shape) != expected[k]
     ]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys: {listing(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys: {listing(unexpected)}")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches (checkpoint vs model): {listing(shapes)}")
-    return "; ".join(parts) or None
+    kinds = {"missing keys": missing, "unexpected keys": unexpected}
+    kinds["shape mismatches (checkpoint vs model)"] = shapes
+    return "; ".join(f"{len(v)} {kind}: {listing(v)}" for kind, v in kinds.items() if v) or None
 
 
 def made_with(checkpoint: Mapping[str, Any]) -> str:
