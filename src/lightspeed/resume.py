@@ -73,7 +73,8 @@ def override_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """``a.b`` of ``+a.b=1``, ``~a.b`` or ``a.b=1``."""
     return override.lstrip("+~").split("=", 1)[0]
 
 
@@ -93,16 +94,16 @@ def run_overrides(run_dir: Path) -> list[str]:
         saved = yaml.safe_load(path.read_text()) if path.is_file() else []
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"resume: cannot read the run's overrides {path} ({e})") from None
-    return [str(o) for o in saved or [] if _key(str(o)) not in NOT_INHERITED]
+    return [str(o) for o in saved or [] if override_key(str(o)) not in NOT_INHERITED]
 
 
 def merge_overrides(inherited: list[str], given: list[str]) -> list[str]:
     """``inherited`` with each key that ``given`` sets replaced by the given value."""
-    old = {_key(o): o for o in inherited}
-    new_keys = {_key(o) for o in given}
-    merged = [o for o in inherited if _key(o) not in new_keys]
+    old = {override_key(o): o for o in inherited}
+    new_keys = {override_key(o) for o in given}
+    merged = [o for o in inherited if override_key(o) not in new_keys]
     for o in given:
-        if old.get(_key(o), "").startswith("+") and not o.startswith(("+", "~")):
+        if old.get(override_key(o), "").startswith("+") and not o.startswith(("+", "~")):
             o = f"++{o}"  # the key exists only because the run added it
         merged.append(o)
     return merged
@@ -141,7 +142,7 @@ def resume_overrides(argv: list[str], resume: str | None, log_dir: str, task: st
     else:
         run_dir = resolve_resume(resume, log_dir)
     own = ("resume",) + (("hydra.run.dir", "hydra.output_subdir") if task == "fit" else ())
-    given = [a for a in argv if _key(a) not in own]
+    given = [a for a in argv if override_key(a) not in own]
     run = override_value(str(run_dir))
     out = [*merge_overrides(run_overrides(run_dir), given), f"resume={run}"]
     if task == "fit":
