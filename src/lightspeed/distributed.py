@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from lightspeed.errors import ConfigError
+from lightspeed.resume import LAST, override_key, override_value
 from lightspeed.rundir import is_launching_process as is_rank_zero
 
 log = logging.getLogger(__name__)
 
-LAST = Path("checkpoints") / "last.ckpt"
 # the signals a SLURM job gets before its time limit (sbatch --signal); SIGTERM is a cancel
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 # job names of salloc/srun --pty shells, as Lightning reads them
@@ -93,12 +93,8 @@ def launch_name() -> str | None:
     return None
 
 
-def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
 def _value(argv: list[str], key: str) -> str | None:
-    values = [a.split("=", 1)[1] for a in argv if _key(a) == key and "=" in a]
+    values = [a.split("=", 1)[1] for a in argv if override_key(a) == key and "=" in a]
     if not values:
         return None
     value = values[-1]
@@ -119,7 +115,7 @@ def launch_overrides(argv: list[str], cfg: Any) -> list[str]:
     name = launch_name()
     if run_dir is None and name is not None:
         run_dir = str(Path(cfg.paths.log_dir) / cfg.task / name)
-        out.append(f"hydra.run.dir={_quote(run_dir)}")
+        out.append(f"hydra.run.dir={override_value(run_dir)}")
     if (
         restart_count() > 0
         and cfg.task == "fit"
@@ -129,7 +125,7 @@ def launch_overrides(argv: list[str], cfg: Any) -> list[str]:
         and (Path(run_dir) / LAST).is_file()
     ):
         log.info("restarted launch (%d): continuing %s", restart_count(), run_dir)
-        out.append(f"resume={_quote(run_dir)}")
+        out.append(f"resume={override_value(run_dir)}")
     if not is_rank_zero():
         out += [
             "hydra.output_subdir=null",
@@ -137,12 +133,6 @@ def launch_overrides(argv: list[str], cfg: Any) -> list[str]:
             "hydra.job_logging.root.level=WARNING",
         ]
     return out
-
-
-def _quote(value: str) -> str:
-    if re.fullmatch(r"[\w/.\-+]+", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def prepare_job(cfg: Any) -> None:

@@ -21,6 +21,7 @@ a multi-device fit cannot run several times in one process (Lightning keeps its 
 For multi-device trials, use Hydra's multirun: ``lightspeed -m hydra/launcher=slurm ...``.
 """
 
-from lightspeed.sweep.study import OptunaSearch, run_sweep, running_trial
+from lightspeed.sweep.entry import run_sweep
+from lightspeed.sweep.study import OptunaSearch, running_trial
 
 __all__ = ["OptunaSearch", "run_sweep", "running_trial"]

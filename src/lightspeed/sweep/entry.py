@@ -1,0 +1,73 @@
+"""The entry's side of a sweep: check the command, build the search, run it, one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from lightspeed.errors import ConfigError, UserError
+from lightspeed.resume import override_key
+from lightspeed.sweep.study import in_trials
+
+
+def _console_logging() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in root.handlers):  # fmt: skip
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(
+            logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s", "%H:%M:%S")
+        )
+        root.addHandler(console)
+    root.setLevel(logging.INFO)
+
+
+def run_sweep(cfg: Any, argv: list[str]) -> int:
+    """The entry's sweep: ``cfg.hparams_search`` is the search, ``argv`` the command's
+    overrides; the exit status."""
+    import hydra
+
+    try:
+        if cfg.task != "fit":
+            raise ConfigError(f"hparams_search runs fits; task={cfg.task} cannot be searched")
+        given = [a for a in argv if override_key(a).split(".")[0] in ("resume", "ckpt_path")
+                 or override_key(a) == "hydra.run.dir"]  # fmt: skip
+        if given:
+            raise ConfigError(
+                f"hparams_search with {given[0]}: each trial is a new fit in the study's folder; "
+                "drop it (the same command continues an interrupted study)"
+            )
+        check_one_device(cfg)
+        node = {k: v for k, v in cfg.hparams_search.items() if k != "_target_"}
+        from omegaconf import OmegaConf
+
+        search = hydra.utils.get_class(cfg.hparams_search._target_)(
+            **OmegaConf.to_container(OmegaConf.create(node), resolve=True)
+        )
+        _console_logging()
+        command = [a for a in argv if in_trials(a)]
+        return search.run(cfg, command)
+    except ImportError as e:
+        print(
+            f"lightspeed: error: hparams_search needs optuna ({e}): "
+            ".venv/bin/pip install -e '.[sweep]'",
+            file=sys.stderr,
+        )
+        return 2
+    except UserError as e:
+        print(f"lightspeed: error: {e}", file=sys.stderr)
+        return 2
+
+
+def check_one_device(cfg: Any) -> None:
+    """Trials run one after another in this process, each on one device."""
+    t = cfg.trainer
+    devices, nodes = t.get("devices", 1), t.get("num_nodes", 1)
+    count = len(devices) if isinstance(devices, (list, tuple)) else devices
+    if (isinstance(count, int) and count > 1) or nodes > 1 or "ddp" in str(t.get("strategy")):
+        raise ConfigError(
+            f"hparams_search runs its trials in this process, one device each, not "
+            f"trainer.devices={devices} trainer.num_nodes={nodes}: use one device "
+            "(trainer=cpu or trainer=gpu), or Hydra's multirun for multi-device trials"
+        )
