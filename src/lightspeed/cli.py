@@ -212,13 +212,9 @@ def check_checkpoint(cfg) -> None:
     if cfg.task == "fit":
 
         def train_batches() -> int:  # loads the data: only for a schedule of fixed length
-            import hydra
-            from hydra.errors import InstantiationException
+            from lightspeed.build import instantiate  # the DataModule's own one-line errors
 
-            try:
-                return count_train_batches(hydra.utils.instantiate(cfg.data, _convert_="all"))
-            except InstantiationException as e:  # the DataModule's own one-line error
-                raise e.__cause__ if isinstance(e.__cause__, UserError) else e from None
+            return count_train_batches(instantiate(cfg.data))
 
         check_continuation(checkpoint, cfg, train_batches, run_dir)
 
