@@ -68,6 +68,21 @@ def write_tiny_idx(folder: Path, seed: int = 0, train_size: int = TRAIN_SIZE) ->
     return folder
 
 
+def quiet_tiny_run(tiny_data: Path, root: Path) -> list[str]:
+    """Overrides for a run (in-process or as a process) on the tiny IDX data under ``root``,
+    without progress bar, model summary or config print."""
+    return [
+        f"data.data_dir={tiny_data}",
+        f"data.val_size={VAL_SIZE}",
+        "data.download=false",
+        "callbacks.progress_bar=null",
+        "++trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "extras.print_config=false",
+        f"paths.root_dir={root}",
+    ]
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder holding the tiny IDX data set (shared by the session: tests must not modify it)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import quiet_tiny_run
 
 from lightspeed import cli
 from lightspeed.checkpoint import CHECKPOINT_KEY
@@ -275,14 +276,7 @@ def made_checkpoint(tmp_path_factory, tiny_data: Path) -> tuple[Path, Path]:
 
 def base_overrides(tiny: Path, root: Path) -> list[str]:
     return [
-        f"data.data_dir={tiny}",
-        "data.val_size=100",
-        "data.download=false",
-        "callbacks.progress_bar=null",
-        "++trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "extras.print_config=false",
-        f"paths.root_dir={root}",
+        *quiet_tiny_run(tiny, root),
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1",

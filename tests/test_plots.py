@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import quiet_tiny_run
 
 from lightspeed.build import run_task
 from lightspeed.callbacks.plots import draw_curves, read_metrics
@@ -40,14 +41,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
     root = tmp_path_factory.mktemp("curves")
     cfg = compose_for_run(
         [
-            f"paths.root_dir={root}",
-            f"data.data_dir={tiny_data}",
-            "data.val_size=100",
-            "data.download=false",
-            "callbacks.progress_bar=null",
-            "++trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false",
-            "extras.print_config=false",
+            *quiet_tiny_run(tiny_data, root),
             "trainer.max_epochs=2",
             "trainer.log_every_n_steps=1",
         ],

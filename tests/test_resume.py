@@ -21,6 +21,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import quiet_tiny_run
 
 from lightspeed import cli
 from lightspeed.errors import ConfigError
@@ -48,16 +49,9 @@ class SignalAt(L.Callback):
 
 def base_args(tiny_data: Path, root: Path) -> list[str]:
     return [
-        f"data.data_dir={tiny_data}",
-        "data.val_size=100",
-        "data.download=false",
-        "callbacks.progress_bar=null",
-        "++trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
+        *quiet_tiny_run(tiny_data, root),
         "trainer.log_every_n_steps=1",
         "trainer.deterministic=true",
-        "extras.print_config=false",
-        f"paths.root_dir={root}",
     ]
 
 
