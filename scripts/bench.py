@@ -125,10 +125,7 @@ def naive_dataloader(built, steps: int, warmup: int) -> dict:
     from torch.utils.data import DataLoader
 
     dm = built.datamodule
-    x, y = dm.tensors("train")
-    images = (
-        (x * dm.std + dm.mean).mul(255).round().clamp(0, 255).to(torch.uint8)
-    )  # back to raw pixels
+    images, y = dm.tensors("train", raw=True)  # the uint8 pixels
     loader = DataLoader(
         PerSampleImages(images, y, dm.mean, dm.std), batch_size=dm.batch_size, shuffle=True
     )

@@ -170,7 +170,7 @@ def test_settings_that_contradict_the_folder(tmp_path: Path, settings: dict, fra
 def test_batches_that_would_exhaust_memory(tmp_path: Path) -> None:
     write_images(tmp_path / "train", (8, 8, 3))
     dm = ImageFolderDataModule(data_dir=str(tmp_path), image_size=[20000, 20000])
-    with pytest.raises(ConfigError, match=r"one batch of 1024 images of 3x20000x20000 takes"):
+    with pytest.raises(ConfigError, match=r"one batch of 256 images of 3x20000x20000 takes"):
         dm.setup()
 
 

@@ -25,7 +25,13 @@ from torch.utils.data._utils.collate import default_collate
 
 from lightspeed.constraints import NonNegativeInt, PositiveInt, UnitInterval
 from lightspeed.data.augment import BatchAugment
-from lightspeed.data.batches import BatchCollate, BatchDataset, TensorBatchDataset, pass_through
+from lightspeed.data.batches import (
+    BatchCollate,
+    BatchDataset,
+    ScalePixels,
+    TensorBatchDataset,
+    pass_through,
+)
 from lightspeed.data.loading import LoaderSettings, check_loader_settings, resolve_loader_settings
 from lightspeed.data.memory import InMemoryBatchLoader
 from lightspeed.data.stats import files_checksum, listing_checksum
@@ -45,8 +51,9 @@ class ImageDataModule(L.LightningDataModule):
             batch); each of the ``devices × num_nodes`` processes takes ``batch_size /
             (devices × num_nodes)`` of them, so a run's results do not depend on how many
             devices it uses. Gradient accumulation multiplies it: see :meth:`plan_batches`.
-        eval_batch_size: batch size of validation, test and predict across all devices (no
-            gradients: larger is free speed).
+        eval_batch_size: batch size of validation, test and predict across all devices. On a
+            CPU 256 evaluates the small CNN faster than 1024 (0.70 s vs 1.58 s for 10,000
+            images, 2 EPYC cores) and holds a quarter of the activations; a GPU wants more.
         num_workers: DataLoader worker processes, or ``auto``: 0 for data held in memory, about
             half the usable cores for data read from files. ``> 0`` on in-memory data switches
             from the in-memory batch loader to a DataLoader over the same tensors.
@@ -81,7 +88,7 @@ class ImageDataModule(L.LightningDataModule):
     def __init__(
         self,
         batch_size: PositiveInt = 256,
-        eval_batch_size: PositiveInt = 1024,
+        eval_batch_size: PositiveInt = 256,
         num_workers: NonNegativeInt | Literal["auto"] = "auto",
         pin_memory: bool | Literal["auto"] = "auto",
         persistent_workers: bool | Literal["auto"] = "auto",
@@ -127,8 +134,11 @@ class ImageDataModule(L.LightningDataModule):
 
         Args:
             name: ``train``, ``val`` or ``test`` (predict reads test).
-            data: ``(images [N, C, H, W] float, labels [N] int64)`` held in memory, or a
-                ``Dataset`` of ``(image, label)`` samples (or a :class:`BatchDataset`).
+            data: ``(images [N, C, H, W], labels [N] int64)`` held in memory, or a
+                ``Dataset`` of ``(image, label)`` samples (or a :class:`BatchDataset`). Images
+                are float32 ready for the net, or uint8 pixels, which every batch turns into
+                float32 ``(x / 255 - mean) / std`` with the module's ``mean`` and ``std``
+                attributes (one uint8 copy in memory instead of a four times larger float one).
         """
         if name not in SPLITS:
             raise ValueError(f"split {name!r} is not one of {SPLITS}")
@@ -215,17 +225,21 @@ class ImageDataModule(L.LightningDataModule):
         shape = "x".join(str(d) for d in (self.in_channels, *self.image_size))
         log.info(f"{type(self).__name__}: {sizes} images of {shape}, {self.num_classes} classes")
 
-    def tensors(self, split: str) -> tuple[Tensor, Tensor]:
-        """``(images, labels)`` of a split held in memory (after :meth:`setup`)."""
+    def tensors(self, split: str, raw: bool = False) -> tuple[Tensor, Tensor]:
+        """``(images, labels)`` of a split held in memory (after :meth:`setup`), as the loaders
+        yield them: a float copy where uint8 pixels are held, unless ``raw``."""
         data = self._split(split)
         if not isinstance(data, tuple):
             raise TypeError(f"{type(self).__name__} reads {split} from files; use dataset()")
-        return data
+        scale = self._pixel_transform(data)
+        return data if raw or scale is None else (scale(data[0]), data[1])
 
     def dataset(self, split: str) -> Dataset:
         """Split ``train``/``val``/``test`` as a ``Dataset`` (after :meth:`setup`)."""
         data = self._split(split)
-        return TensorBatchDataset(*data) if isinstance(data, tuple) else data
+        if isinstance(data, tuple):
+            return TensorBatchDataset(*data, transform=self._pixel_transform(data))
+        return data
 
     def eval_dataloader(self, split: str) -> Any:
         """An unshuffled loader over all of any split, in every process (``task=predict``
@@ -304,6 +318,14 @@ class ImageDataModule(L.LightningDataModule):
             raise RuntimeError(f"no {split!r} split: call setup() first (splits: {SPLITS})")
         return self._splits[split]
 
+    def _pixel_transform(self, data: tuple[Tensor, Tensor]) -> ScalePixels | None:
+        if data[0].dtype != torch.uint8:
+            return None
+        mean, std = getattr(self, "mean", None), getattr(self, "std", None)
+        if mean is None or std is None:
+            raise RuntimeError(f"{type(self).__name__} holds uint8 images but sets no mean/std")
+        return ScalePixels(mean, std)
+
     def _check_shape(self, name: str, x: Tensor, y: Tensor) -> None:
         want = (self.in_channels, *self.image_size)
         if tuple(x.shape[1:]) != want:
@@ -350,11 +372,12 @@ class ImageDataModule(L.LightningDataModule):
                 seed=self.seed,
                 rank=rank,
                 world_size=world,
+                transform=self._pixel_transform(data),
             )
         # A DataLoader's batch is per device: under DDP, Lightning adds a DistributedSampler
         # (whose padding may repeat up to world_size - 1 evaluation samples).
         per_device = self.per_device_batch(world) if train else -(-batch_size // world)
-        dataset = TensorBatchDataset(*data) if isinstance(data, tuple) else data
+        dataset = self.dataset(split)
         collate = pass_through if isinstance(dataset, BatchDataset) else self.collate_samples
         return DataLoader(
             dataset,

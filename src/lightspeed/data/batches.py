@@ -34,15 +34,42 @@ class TensorBatchDataset(BatchDataset):
     """Tensors behind a DataLoader (``num_workers > 0`` on in-memory data): the sampler and the
     workers stay in charge, but each worker indexes a whole batch at once."""
 
-    def __init__(self, x: Tensor, y: Tensor) -> None:
-        self.x, self.y = x, y
+    def __init__(
+        self, x: Tensor, y: Tensor, transform: Callable[[Tensor], Tensor] | None = None
+    ) -> None:
+        self.x, self.y, self.transform = x, y, transform
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(indices, device=self.x.device)
-        return self.x.index_select(0, idx), self.y.index_select(0, idx)
+        xb = self.x.index_select(0, idx)
+        return xb if self.transform is None else self.transform(xb), self.y.index_select(0, idx)
+
+
+class ScalePixels:
+    """uint8 pixels → float32 ``(x / 255 - mean) / std``, one batch at a time.
+
+    Data held as uint8 takes a quarter of the memory of a normalised float copy; turning a
+    batch of 256 Fashion-MNIST images into floats takes well under a millisecond. The same
+    operations in the same order as a whole-set normalisation, so the values are identical.
+
+    Args:
+        mean, std: of the training pixels scaled to [0, 1]: one number, or one per channel.
+    """
+
+    def __init__(self, mean: float | list[float], std: float | list[float]) -> None:
+        def per_channel(v: float | list[float]) -> float | Tensor:
+            return float(v) if isinstance(v, int | float) else torch.tensor(v).view(-1, 1, 1)
+
+        self.mean, self.std = per_channel(mean), per_channel(std)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        mean, std = self.mean, self.std
+        if isinstance(mean, Tensor):
+            mean, std = mean.to(x.device), std.to(x.device)
+        return x.float().div_(255).sub_(mean).div_(std)
 
 
 def pass_through(batch: Any) -> Any:

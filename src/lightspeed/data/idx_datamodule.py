@@ -1,7 +1,7 @@
 """LightningDataModule for IDX image sets: Fashion-MNIST by default, MNIST by config.
 
-The whole set is read and normalised once and held as tensors (on the CPU, or the GPU with
-``device=cuda``); where the files are looked for: :mod:`lightspeed.data.sources`.
+The whole set is held as uint8 tensors (on the CPU, or the GPU with ``device=cuda``) and each
+batch is normalised as it is drawn; where the files are looked for: :mod:`lightspeed.data.sources`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import logging
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
 
 from lightspeed.data.base import ImageDataModule
 from lightspeed.data.idx import read_idx_pair
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class IdxDataModule(ImageDataModule):
-    """Fashion-MNIST or MNIST, held in memory as normalised tensors.
+    """Fashion-MNIST or MNIST, held in memory as uint8 tensors, normalised batch by batch.
 
     Args:
         dataset: which IDX data set (its classes and image size are known without reading).
@@ -101,16 +100,13 @@ class IdxDataModule(ImageDataModule):
         x = torch.from_numpy(x).unsqueeze(1)
         y = torch.from_numpy(y).long()
         train_u8 = x[train_rows]
-        # normalise once, with statistics of the training part only (no peeking at val/test)
+        # statistics of the training part only (no peeking at val/test); the loaders normalise
         self.mean, self.std = pixel_stats(in_chunks(train_u8.numpy()))
-
-        def norm(u8: Tensor) -> Tensor:
-            return u8.float().div_(255).sub_(self.mean).div_(self.std).to(self.data_device)
-
-        self.set_split("train", (norm(train_u8), y[train_rows].to(self.data_device)))
-        self.set_split("val", (norm(x[val_rows]), y[val_rows].to(self.data_device)))
-        test_y = torch.from_numpy(yt).long().to(self.data_device)
-        self.set_split("test", (norm(torch.from_numpy(xt).unsqueeze(1)), test_y))
+        dev = self.data_device
+        self.set_split("train", (train_u8.to(dev), y[train_rows].to(dev)))
+        self.set_split("val", (x[val_rows].to(dev), y[val_rows].to(dev)))
+        test_x = torch.from_numpy(xt).unsqueeze(1).to(dev)
+        self.set_split("test", (test_x, torch.from_numpy(yt).long().to(dev)))
         self.record_source(found.folder, found.paths, found_in=found.how)
-        what = "%s on %s, normalised with the training images' mean %.4f, std %.4f"
+        what = "%s on %s as uint8, normalised per batch with the training mean %.4f, std %.4f"
         log.info(what, self.source.name, self.data_device, self.mean, self.std)

@@ -14,7 +14,7 @@ would see with the same batch size, and each sample is used once per epoch acros
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -76,6 +76,8 @@ class InMemoryBatchLoader:
         drop_last: drop the last incomplete global batch.
         augment: batched augmentation applied to each training batch, or None. Each rank
             draws its own flips/crops (seeded by seed, epoch and rank).
+        transform: applied to each batch of ``x`` first, e.g. :class:`~lightspeed.data.batches.
+            ScalePixels` where ``x`` holds uint8 pixels (a quarter of a float copy's memory).
         seed: base seed; epoch ``e`` uses ``seed + e`` for the order.
         rank, world_size: DDP position of this process.
     """
@@ -91,12 +93,13 @@ class InMemoryBatchLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
-        self.x, self.y = x, y
+        self.x, self.y, self.transform = x, y, transform
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.rank, self.world_size = rank, world_size
@@ -133,6 +136,8 @@ class InMemoryBatchLoader:
             if len(idx) == 0:  # an evaluation tail smaller than the number of ranks
                 continue
             xb = self.x.index_select(0, idx)
+            if self.transform is not None:
+                xb = self.transform(xb)
             if generator is not None:
                 # draw augmentation for skipped batches too, so a resumed epoch is identical
                 xb = self.augment(xb, generator)
