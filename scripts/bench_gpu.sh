@@ -20,8 +20,10 @@
 #     pip wheel --no-deps -w .whl .whl/antlr4-python3-runtime-*.tar.gz  # an sdist only on PyPI
 #     rm -f .whl/*.tar.gz .whl/pyyaml-* .whl/packaging-*  # the device has these, for its Python
 #     mkdir -p data/fashion_mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion_mnist/
-#   On the device (tool `run`, carry [".whl", "data"], timeout_s 540):
+#   On the device (tool `run`, carry [".whl", "data/fashion_mnist"], timeout_s 540):
 #     bash scripts/bench_gpu.sh --copy-to "$OUT"
+#   (carry data/fashion_mnist, not all of data/: caches there, data/decoded/ say, would push the
+#   carried tree past its 64 MiB; the files: 30 MB)
 #   -> benchmarks/results/bench_gpu.{json,md} there; with --copy-to also in $OUT, beside
 #      bench_gpu_runs.tar.gz (each step's summary.json, hardware.json, config.yaml and log).
 #   Dry run on a CPU (same steps, trainer=cpu data.device=cpu, 32-bit where the CPU lacks
@@ -91,7 +93,7 @@ fi
      mkdir -p .whl && pip download -d .whl hydra-core omegaconf
      pip wheel --no-deps -w .whl .whl/antlr4-python3-runtime-*.tar.gz && rm -f .whl/*.tar.gz
      mkdir -p data/fashion_mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion_mnist/
-   then the device run: tool `run`, carry [".whl", "data"]:
+   then the device run: tool `run`, carry [".whl", "data/fashion_mnist"]:
      bash scripts/bench_gpu.sh --copy-to "$OUT"
 EOF
 
@@ -132,7 +134,7 @@ if ((!LIST)) && ! printf '%s\n' "${EXTRA[@]}" | grep -q '^data\.data_dir='; then
     done
     if [[ -z $found ]]; then
         echo "bench_gpu.sh: no Fashion-MNIST in data/fashion_mnist/ nor a system copy; copy it" \
-            "there first (see above) and carry data/" >&2
+            "there first (see above) and carry data/fashion_mnist" >&2
         exit 2
     fi
     echo "== data: $found"
