@@ -149,51 +149,75 @@ def make(overrides: list[str], steps: int, warmup: int, tmp: Path):
     return built
 
 
-def startup_pairs(pairs: int, tmp: Path) -> dict:
-    """Process start → first training step of `lightspeed`, beside `import torch, lightning`.
+# A default run cut short: every phase of the default (train, val, test, checkpoints, curves),
+# so its peak RSS is the default run's. `++`: the keys are Trainer parameters the YAML leaves out.
+SHORT_DEFAULT = [
+    "++trainer.limit_train_batches=30",
+    "++trainer.limit_val_batches=5",
+    "++trainer.limit_test_batches=5",
+    "trainer.max_epochs=1",
+    "extras.print_config=false",
+]
 
-    Each pair runs both as fresh processes, back to back, so page-cache and machine noise hit
-    both alike.
+
+def startup_pairs(pairs: int, tmp: Path, baseline: Path | None = None) -> dict:
+    """Process start → first training step and peak RSS of a default `lightspeed` run (cut
+    short), beside `import torch, lightning`; with ``baseline`` (another checkout of this
+    project) its CLI too, in the same rounds.
+
+    Each round runs all of them as fresh processes, back to back, so page-cache and machine
+    noise hit them alike.
     """
+    import os
     import subprocess
 
-    cli = Path(sys.executable).with_name("lightspeed")
-    imports, first_steps = [], []
+    roots = {"lightspeed": Path(__file__).resolve().parents[1]}
+    if baseline is not None:
+        roots["baseline"] = baseline.resolve()
+    imports: list[float] = []
+    runs: dict[str, dict[str, list[float]]] = {k: {"first": [], "rss": []} for k in roots}
     for i in range(pairs):
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import torch, lightning"], check=True)
         imports.append(time.perf_counter() - t)
-        out = tmp / f"startup{i}"
-        t = time.perf_counter()
-        subprocess.run(
-            [
-                str(cli),
-                "trainer.max_steps=3",
-                "trainer.max_epochs=1",
-                "trainer.limit_val_batches=0",
-                "extras.test_after_fit=false",
-                "callbacks.progress_bar=null",
-                "callbacks.model_checkpoint=null",
-                "extras.print_config=false",
-                f"hydra.run.dir={out}",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        launch = time.perf_counter() - t
-        summary = json.loads((out / "summary.json").read_text())
-        # the CLI measures from its first import; add the interpreter's own start-up
-        first_steps.append(summary["time_to_first_step_s"] + (launch - summary["process_time_s"]))
+        for name, root in roots.items():
+            out = tmp / f"startup_{name}{i}"
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(root / "src"),
+                "LIGHTSPEED_CONFIG_DIR": str(root / "configs"),
+            }
+            t = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "lightspeed", *SHORT_DEFAULT, f"hydra.run.dir={out}"],
+                check=True,
+                capture_output=True,
+                env=env,
+            )
+            launch = time.perf_counter() - t
+            summary = json.loads((out / "summary.json").read_text())
+            # the CLI measures from its first import; add the interpreter's own start-up
+            first = summary["time_to_first_step_s"] + (launch - summary["process_time_s"])
+            runs[name]["first"].append(first)
+            runs[name]["rss"].append(summary["cpu_peak_rss_mb"])
         print(
-            f"startup {i + 1}/{pairs}: import {imports[-1]:.2f} s, lightspeed first step {first_steps[-1]:.2f} s",
+            f"startup {i + 1}/{pairs}: import {imports[-1]:.2f} s, "
+            + ", ".join(
+                f"{k} first step {v['first'][-1]:.2f} s, peak {v['rss'][-1]:.0f} MiB"
+                for k, v in runs.items()
+            ),
             flush=True,
         )
-    gaps = [f - i for f, i in zip(first_steps, imports, strict=True)]
-    return {
-        "import_torch_lightning_s": summarise(imports, 2),
-        "cli_first_step_s": summarise(first_steps, 2),
-        "gap_s": summarise(gaps, 2),
-    }
+    result = {"import_torch_lightning_s": summarise(imports, 2), "overrides": SHORT_DEFAULT}
+    for name, v in runs.items():
+        gaps = [f - i for f, i in zip(v["first"], imports, strict=True)]
+        result[name] = {
+            "root": str(roots[name]),
+            "first_step_s": summarise(v["first"], 2),
+            "gap_s": summarise(gaps, 2),
+            "peak_rss_mib": summarise(v["rss"], 0),
+        }
+    return result
 
 
 def main() -> int:
@@ -202,7 +226,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=15, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=8, help="interleaved hand/template pairs")
     parser.add_argument("--compare-dataloader", action="store_true")
-    parser.add_argument("--startup", type=int, default=3, help="pairs of start-up runs (0: skip)")
+    parser.add_argument("--startup", type=int, default=5, help="rounds of start-up runs (0: skip)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. `git worktree add /tmp/base <rev>`): its start-up and "
+        "peak RSS are measured in the same rounds",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--record", action="store_true", help="replace the committed bench_<device>.{json,md}"
@@ -230,10 +260,10 @@ def main() -> int:
             if args.compare_dataloader:
                 built = make(overrides, args.steps, args.warmup, Path(tmp))
                 runs["naive_dataloader"].append(naive_dataloader(built, args.steps, args.warmup))
-        precision = built.precision
-        startup = startup_pairs(args.startup, Path(tmp)) if args.startup else None
+        precision = built.precision if args.repeats else None
+        startup = startup_pairs(args.startup, Path(tmp), args.baseline) if args.startup else None
 
-    ratios = [
+    ratios = [  # --repeats 0: only the start-up rounds
         t["samples_per_s"] / h["samples_per_s"]
         for h, t in zip(runs["hand"], runs["template"], strict=True)
     ]
@@ -276,6 +306,35 @@ def markdown(r: dict) -> str:
         f"- hardware: {hardware.one_line(hw)}",
         f"- precision: {r['precision']}; overrides: {r['overrides'] or 'none (defaults)'}",
         f"- {r['repeats']} interleaved repeats of {r['steps']} timed steps after {r['warmup']} warm-up steps",
+    ]
+    if r["repeats"]:
+        lines += throughput_lines(r)
+    if r.get("startup"):
+        st = r["startup"]
+        imp = st["import_torch_lightning_s"]
+        lines += [
+            "",
+            f"Fresh processes, {len(imp['runs'])} rounds back to back: a default `lightspeed` "
+            f"run cut short ({' '.join(st['overrides'])}) beside "
+            f'`python -c "import torch, lightning"` (median {imp["median"]:.2f} s).',
+            "",
+            "| CLI | start → first step, s | gap over the import, s (per round) | peak RSS, MiB |",
+            "|---|---|---|---|",
+        ]
+        for name in ("lightspeed", "baseline"):
+            if name in st:
+                v = st[name]
+                lines.append(
+                    f"| {name} (`{v['root']}`) | {v['first_step_s']['median']:.2f} | "
+                    f"{v['gap_s']['median']:+.2f} ({v['gap_s']['runs']}) | "
+                    f"{v['peak_rss_mib']['median']:.0f} ({v['peak_rss_mib']['runs']}) |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def throughput_lines(r: dict) -> list[str]:
+    """The hand vs template table and ratio of :func:`markdown`."""
+    lines = [
         "",
         "| path | samples/s (median) | min | max | runs |",
         "|---|---|---|---|---|",
@@ -294,16 +353,7 @@ def markdown(r: dict) -> str:
     for k, v in r["first_step_s"].items():
         med = v["median"] if v["median"] is not None else math.nan
         lines.append(f"| {k} | {med:.3f} | {r['peak_memory_mb'].get(k)} |")
-    if r.get("startup"):
-        st = r["startup"]
-        lines += [
-            "",
-            "Process start → first training step (fresh processes, back to back, median of "
-            f"{len(st['gap_s']['runs'])} pairs): `lightspeed` {st['cli_first_step_s']['median']:.2f} s vs "
-            f'`python -c "import torch, lightning"` {st["import_torch_lightning_s"]["median"]:.2f} s; '
-            f"gap {st['gap_s']['median']:+.2f} s (per pair {st['gap_s']['runs']}).",
-        ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

@@ -166,3 +166,30 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_idx(path)
     assert_names(err, path, "not found")
+
+
+def test_decoded_cache_is_written_once_and_follows_the_source(tmp_path: Path) -> None:
+    x, y = images(6), labels(6)
+    xs = write_idx(tmp_path / "x-idx3-ubyte.gz", x)
+    ys = write_idx(tmp_path / "y-idx1-ubyte.gz", y)
+    cache = tmp_path / "decoded"
+    first = read_idx_pair(xs, ys, cache)
+    written = sorted(p.name for p in cache.iterdir())
+    assert len(written) == 2 and all(n.endswith(".npy") for n in written)
+    again = read_idx_pair(xs, ys, cache)
+    assert isinstance(again[0], np.memmap)  # the decoded copy, not the gzip file
+    for a, b, want in zip(first, again, (x, y), strict=True):
+        np.testing.assert_array_equal(a, want)
+        np.testing.assert_array_equal(b, want)
+    write_idx(xs, images(6, seed=1))  # a changed source gets a new key, never the stale copy
+    np.testing.assert_array_equal(read_idx_pair(xs, ys, cache)[0], images(6, seed=1))
+    assert len(list(cache.iterdir())) == 3
+
+
+def test_a_cache_that_cannot_be_written_only_costs_time(tmp_path: Path) -> None:
+    xs = write_idx(tmp_path / "x-idx3-ubyte", images())
+    ys = write_idx(tmp_path / "y-idx1-ubyte", labels())
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    x, _ = read_idx_pair(xs, ys, blocked / "decoded")
+    np.testing.assert_array_equal(x, images())
