@@ -63,6 +63,20 @@ class Classifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def setup(self, stage: str) -> None:
+        """A net with ``fit_data`` (data-dependent init, e.g. ``SmallCNN(whiten=True)``) may
+        draw one training batch before a fit. Lightning loads a resumed run's weights after
+        this hook, so a resume keeps its own; under DDP rank 0's weights are broadcast."""
+        fit_data = getattr(self.net, "fit_data", None)
+        datamodule = self.trainer.datamodule
+        if stage != "fit" or fit_data is None or datamodule is None:
+            return
+
+        def training_batch() -> Tensor:
+            return next(iter(datamodule.train_dataloader()))[0].to(self.device)
+
+        fit_data(training_batch)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits = self(x)
@@ -122,7 +136,8 @@ class Classifier(L.LightningModule):
         return self(x).float().softmax(dim=1), y
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        trained = [p for p in self.parameters() if p.requires_grad]  # not a frozen layer's
+        optimizer = self.optimizer_factory(params=trained)
         if self.scheduler_factory is None:
             return optimizer
         kwargs = {}

@@ -1,24 +1,23 @@
-"""A small VGG-style CNN: conv-BN-ReLU blocks, each halving the resolution."""
+"""A small VGG-style CNN: conv-pool-BN-ReLU blocks, each halving the resolution."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from lightspeed.constraints import NonNegativeFloat, PositiveInt
 
 
 def conv_block(c_in: int, c_out: int, pool: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),  # BN follows: a bias would be wasted
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    ]
+    """conv → max-pool → BN → ReLU: pooling first leaves BN and ReLU a quarter of the values
+    (1.2x faster training steps on 2 AVX2 cores, and no less accurate: docs/performance.md)."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]  # BN: no bias
     if pool:
         layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 def side_lengths(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -39,6 +38,11 @@ class SmallCNN(nn.Module):
             epochs on Fashion-MNIST, same step time); ``maxpool`` pools it globally first.
         image_size: input ``[height, width]`` (or one side), needed by the ``flatten`` head.
         dropout: dropout before the head (0 disables it).
+        whiten: the first convolution is set from the training images by :meth:`fit_data`
+            (principal components of their 3x3 patches, each with both signs, scaled to unit
+            variance) and frozen: it needs no gradient, so the costliest layer (full
+            resolution) runs forward only; +0.3% and 1.3x faster steps after 3 epochs on
+            Fashion-MNIST (docs/performance.md).
     """
 
     def __init__(
@@ -49,8 +53,10 @@ class SmallCNN(nn.Module):
         head: str = "flatten",
         image_size: int | list[int] = 28,
         dropout: NonNegativeFloat = 0.0,
+        whiten: bool = False,
     ) -> None:
         super().__init__()
+        self.whiten = whiten
         chans = [in_channels, *widths]
         self.features = nn.Sequential(*(conv_block(a, b) for a, b in itertools.pairwise(chans)))
         if head == "flatten":
@@ -79,6 +85,30 @@ class SmallCNN(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def fit_data(self, training_batch: Callable[[], Tensor]) -> None:
+        """Data-dependent initialisation (``whiten``) from one batch of training images, which
+        ``training_batch()`` returns; called once before a fit (on a resume the checkpoint's
+        weights are loaded after it). Filters beyond twice the patch size keep their He init.
+        """
+        if not self.whiten:
+            return
+        images = training_batch()
+        conv: nn.Conv2d = self.features[0][0]
+        patches = nn.functional.unfold(images.double(), 3, padding=1).transpose(1, 2)
+        patches = patches.reshape(-1, patches.shape[-1])
+        patches = patches - patches.mean(0)
+        eigval, eigvec = torch.linalg.eigh(patches.T @ patches / len(patches))  # ascending
+        k = min(conv.out_channels // 2, len(eigval))
+        top = eigvec[:, -k:].flip(1)
+        # an eigenvector's sign is arbitrary (LAPACK builds differ by CPU): fix it, so that
+        # every machine pairs the same filter with the same next-layer weights
+        top = top * top[top.abs().argmax(0), range(k)].sign()
+        top = top / (eigval[-k:].flip(0) + 1e-2).sqrt()
+        filters = top.T.reshape(k, *conv.weight.shape[1:])
+        conv.weight[: 2 * k] = torch.cat([filters, -filters]).to(conv.weight)
+        conv.weight.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
