@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 .DEFAULT_GOAL := help
 
-.PHONY: help install data train test test-full lint format tensorboard bench tune-loader bench-data clean
+.PHONY: help install data train test test-full lint format tensorboard bench bench-fit tune-loader bench-data clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ tune-loader: install ## measure loader settings for the configured data → conf
 
 bench: install ## template vs hand-written loop, steady-state samples/s → benchmarks/results/bench_<device>_<date>.* (ARGS=--record: the committed file)
 	$(PY) scripts/bench.py $(ARGS)
+
+bench-fit: install ## time to accuracy of the default run, whole process, fresh processes → benchmarks/results/bench_fit_<cpu kind>_<date>.* (ARGS: --runs N, --baseline DIR, --record)
+	$(PY) scripts/bench_fit.py $(ARGS)
 
 bench-data: install ## data-path throughput: torchvision per-sample vs in-memory vs HDF5 → benchmarks/results/data_loading_<date>.* (ARGS=--record: the committed file)
 	$(PY) scripts/bench_data.py $(ARGS)

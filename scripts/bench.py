@@ -16,8 +16,8 @@ bench_<cpu|gpu>_<date>.{json,md}, or with --record the committed bench_<cpu|gpu>
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from measure import RESULTS, build_run, speed_monitor, summarise, write_results
+from measure import RESULTS, build_run, run_cli, speed_monitor, summarise, write_results
 
 from lightspeed import PROCESS_START, hardware
 from lightspeed.callbacks.speed import peak_memory_mb
@@ -40,7 +40,9 @@ def hand_loop(built, steps: int, warmup: int, loader=None) -> dict:
     net = module.net
     device = built.trainer.strategy.root_device
     net.to(device).train()
-    optimizer = module.optimizer_factory(params=net.parameters())
+    if fit_data := getattr(net, "fit_data", None):  # as Classifier.setup: data-dependent init
+        fit_data(lambda: next(iter(dm.train_dataloader()))[0].to(device))
+    optimizer = module.optimizer_factory(params=[p for p in net.parameters() if p.requires_grad])
     total = warmup + steps
     scheduler = None
     if module.scheduler_factory is not None:
@@ -168,9 +170,6 @@ def startup_pairs(pairs: int, tmp: Path, baseline: Path | None = None) -> dict:
     Each round runs all of them as fresh processes, back to back, so page-cache and machine
     noise hit them alike.
     """
-    import os
-    import subprocess
-
     roots = {"lightspeed": Path(__file__).resolve().parents[1]}
     if baseline is not None:
         roots["baseline"] = baseline.resolve()
@@ -181,21 +180,7 @@ def startup_pairs(pairs: int, tmp: Path, baseline: Path | None = None) -> dict:
         subprocess.run([sys.executable, "-c", "import torch, lightning"], check=True)
         imports.append(time.perf_counter() - t)
         for name, root in roots.items():
-            out = tmp / f"startup_{name}{i}"
-            env = {
-                **os.environ,
-                "PYTHONPATH": str(root / "src"),
-                "LIGHTSPEED_CONFIG_DIR": str(root / "configs"),
-            }
-            t = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "lightspeed", *SHORT_DEFAULT, f"hydra.run.dir={out}"],
-                check=True,
-                capture_output=True,
-                env=env,
-            )
-            launch = time.perf_counter() - t
-            summary = json.loads((out / "summary.json").read_text())
+            launch, summary = run_cli(root, SHORT_DEFAULT, tmp / f"startup_{name}{i}")
             # the CLI measures from its first import; add the interpreter's own start-up
             first = summary["time_to_first_step_s"] + (launch - summary["process_time_s"])
             runs[name]["first"].append(first)

@@ -95,6 +95,25 @@ def summarise(values: list[float], ndigits: int = 1) -> dict:
     }
 
 
+def run_cli(root: Path, overrides: list[str], run_dir: Path) -> tuple[float, dict]:
+    """``python -m lightspeed`` of the checkout at ``root`` as a fresh process; returns its wall
+    time (interpreter start to exit, measured from outside) and its ``summary.json``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root / "src"),
+        "LIGHTSPEED_CONFIG_DIR": str(root / "configs"),
+    }
+    t = time.perf_counter()
+    cmd = [sys.executable, "-m", "lightspeed", *overrides, f"hydra.run.dir={run_dir}"]
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    wall = time.perf_counter() - t
+    return wall, json.loads((run_dir / "summary.json").read_text())
+
+
 def write_results(result: dict, markdown: str, stem: str, record: bool, out_dir: Path) -> Path:
     """Writes ``<stem>.json`` and ``<stem>.md``; returns the path without suffix.
 
