@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data._utils.collate import default_collate
 
 from lightspeed.constraints import NonNegativeInt, PositiveInt, UnitInterval
+from lightspeed.data import loading
 from lightspeed.data.augment import BatchAugment
 from lightspeed.data.batches import (
     BatchCollate,
@@ -34,9 +34,8 @@ from lightspeed.data.batches import (
 )
 from lightspeed.data.loading import LoaderSettings, check_loader_settings, resolve_loader_settings
 from lightspeed.data.memory import InMemoryBatchLoader
-from lightspeed.data.stats import files_checksum, listing_checksum
+from lightspeed.data.stats import describe_source
 from lightspeed.errors import ConfigError, DataError
-from lightspeed.hardware import memory_gb
 
 log = logging.getLogger(__name__)
 
@@ -154,29 +153,11 @@ class ImageDataModule(L.LightningDataModule):
     def record_source(
         self, path: str | Path, files: Sequence[Path], by_listing: bool = False, **extra: Any
     ) -> None:
-        """Sets :attr:`source_info` and logs it in one line.
-
-        Args:
-            path: the folder (or the one file) the data came from.
-            files: the files read, below ``path``.
-            by_listing: checksum the files' names and sizes instead of their bytes (many
-                small files, e.g. images); ``files`` then lists only the top-level folders.
-            **extra: more keys for :attr:`source_info`.
-        """
-        root = Path(path)
-        base = root if root.is_dir() else root.parent
-        names = [f.relative_to(base) if f.is_relative_to(base) else f for f in files]
-        if by_listing:
-            digest, covers = listing_checksum(base, list(files)), "names and sizes"
-            names = sorted({Path(n.parts[0]) for n in names})
-        else:
-            digest, covers = files_checksum(list(files))
-        self.source_info = {"path": str(root), "files": [str(n) for n in names]}
-        self.source_info.update(num_files=len(files), sha256=digest, covers=covers, **extra)
-        more = "".join(f", {k} {v}" for k, v in extra.items())
-        log.info(
-            f"data source: {root} ({len(files)} files, sha256 {digest[:16]} of {covers}{more})"
-        )
+        """Sets :attr:`source_info` and logs it in one line; the arguments (the files read
+        below ``path``, whether to checksum only their listing, extra keys) are those of
+        :func:`lightspeed.data.stats.describe_source`."""
+        self.source_info, line = describe_source(path, files, by_listing, **extra)
+        log.info(line)
 
     # --- helpers for load_splits -------------------------------------------------------------
 
@@ -210,7 +191,9 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.crop_padding={self.augment.crop_padding} must be smaller than the "
                 f"images ({self.image_size[0]}x{self.image_size[1]})"
             )
-        self._check_batch_memory()
+        loading.check_batch_memory(
+            self.batch_size, self.eval_batch_size, self.in_channels, self.image_size
+        )
         self.load_splits()
         missing = [s for s in SPLITS if s not in self._splits]
         if missing:
@@ -256,33 +239,13 @@ class ImageDataModule(L.LightningDataModule):
         return [str(samples[r][0]) if samples is not None else str(r) for r in rows]
 
     def plan_batches(self, world_size: int = 1, accumulate: int = 1) -> str:
-        """Checks that the global batch divides over ``world_size`` processes; one line saying
-        the per-device and effective (per optimizer step) batch.
-
-        Raises:
-            ConfigError: ``data.batch_size`` is not a multiple of ``world_size``.
-        """
-        per_device = self.per_device_batch(world_size)
-        line = f"batch: data.batch_size={self.batch_size} global"
-        if world_size > 1:
-            line += f" = {world_size} processes x {per_device} per device"
-        if accumulate > 1:
-            line += (
-                f"; effective {self.batch_size * accumulate} per optimizer step "
-                f"({accumulate} accumulated batches)"
-            )
-        return line
+        """One line saying the per-device and effective (per optimizer step) batch; ConfigError
+        when the global batch does not divide over ``world_size`` processes."""
+        return loading.plan_batches(self.batch_size, world_size, accumulate)
 
     def per_device_batch(self, world_size: int) -> int:
         """``batch_size / world_size``; ConfigError when it does not divide."""
-        if self.batch_size % world_size:
-            lower = self.batch_size - self.batch_size % world_size or world_size
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is the global batch and does not divide over "
-                f"{world_size} processes (devices x num_nodes); use a multiple of {world_size}, "
-                f"e.g. {lower} or {lower + world_size}"
-            )
-        return self.batch_size // world_size
+        return loading.per_device_batch(self.batch_size, world_size)
 
     @functools.cached_property
     def loader(self) -> LoaderSettings:
@@ -337,18 +300,6 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(
                 f"{name} split has labels {int(y.min())}..{int(y.max())} but "
                 f"num_classes={self.num_classes}"
-            )
-
-    def _check_batch_memory(self) -> None:
-        """Refuses batches that would take more than a quarter of the machine's memory."""
-        images = max(self.batch_size, self.eval_batch_size)
-        gb = images * self.in_channels * math.prod(self.image_size) * 4 / 1e9  # float32
-        ram = memory_gb()
-        if ram and gb > ram / 4:
-            raise ConfigError(
-                f"one batch of {images} images of {self.in_channels}x{self.image_size[0]}x"
-                f"{self.image_size[1]} takes {gb:.1f} GB, more than a quarter of this machine's "
-                f"{ram} GB; lower data.batch_size/data.eval_batch_size or data.image_size"
             )
 
     def _rank(self) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""The loader knobs' rules: which combinations make sense, and what ``auto`` means here.
+"""The loader knobs' rules: which combinations make sense, what ``auto`` means here, and how
+the global batch divides over devices and fits in memory.
 
 Torch-free, so the config check and :class:`~lightspeed.data.base.ImageDataModule` share
 :func:`check_loader_settings`. What ``auto`` resolves to, and why: docs/data.md.
@@ -7,11 +8,12 @@ Torch-free, so the config check and :class:`~lightspeed.data.base.ImageDataModul
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from lightspeed.errors import ConfigError
-from lightspeed.hardware import usable_cores
+from lightspeed.hardware import memory_gb, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +131,50 @@ def resolve_loader_settings(
     return LoaderSettings(
         int(num_workers), bool(pin_memory), bool(persistent_workers), prefetch_factor, reasons
     )
+
+
+def per_device_batch(batch_size: int, world_size: int) -> int:
+    """``batch_size / world_size``; ConfigError when it does not divide."""
+    if batch_size % world_size:
+        lower = batch_size - batch_size % world_size or world_size
+        raise ConfigError(
+            f"data.batch_size={batch_size} is the global batch and does not divide over "
+            f"{world_size} processes (devices x num_nodes); use a multiple of {world_size}, "
+            f"e.g. {lower} or {lower + world_size}"
+        )
+    return batch_size // world_size
+
+
+def plan_batches(batch_size: int, world_size: int = 1, accumulate: int = 1) -> str:
+    """Checks that the global ``batch_size`` divides over ``world_size`` processes; one line
+    saying the per-device and effective (per optimizer step) batch.
+
+    Raises:
+        ConfigError: ``batch_size`` is not a multiple of ``world_size``.
+    """
+    per_device = per_device_batch(batch_size, world_size)
+    line = f"batch: data.batch_size={batch_size} global"
+    if world_size > 1:
+        line += f" = {world_size} processes x {per_device} per device"
+    if accumulate > 1:
+        line += (
+            f"; effective {batch_size * accumulate} per optimizer step "
+            f"({accumulate} accumulated batches)"
+        )
+    return line
+
+
+def check_batch_memory(
+    batch_size: int, eval_batch_size: int, in_channels: int, image_size: list[int]
+) -> None:
+    """Refuses batches (as float32) that would take more than a quarter of this machine's
+    memory."""
+    images = max(batch_size, eval_batch_size)
+    gb = images * in_channels * math.prod(image_size) * 4 / 1e9  # float32
+    ram = memory_gb()
+    if ram and gb > ram / 4:
+        raise ConfigError(
+            f"one batch of {images} images of {in_channels}x{image_size[0]}x"
+            f"{image_size[1]} takes {gb:.1f} GB, more than a quarter of this machine's "
+            f"{ram} GB; lower data.batch_size/data.eval_batch_size or data.image_size"
+        )

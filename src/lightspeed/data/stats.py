@@ -1,4 +1,5 @@
-"""Numbers that describe a data set: pixel mean/std for normalising, and a checksum of its files.
+"""Numbers that describe a data set: pixel mean/std for normalising, and a checksum of its files
+(and the ``source_info`` record built from it).
 
 Torch-free (numpy and hashlib), so converters and the config side can use them too.
 """
@@ -6,8 +7,9 @@ Torch-free (numpy and hashlib), so converters and the config side can use them t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,3 +81,33 @@ def listing_checksum(root: Path, files: list[Path]) -> str:
     for f in files:
         digest.update(f"{f.relative_to(root)}\0{f.stat().st_size}\n".encode())
     return digest.hexdigest()
+
+
+def describe_source(
+    path: str | Path, files: Sequence[Path], by_listing: bool = False, **extra: Any
+) -> tuple[dict[str, Any], str]:
+    """Where the data came from: the ``source_info`` dict and the one line that logs it.
+
+    Args:
+        path: the folder (or the one file) the data came from.
+        files: the files read, below ``path``.
+        by_listing: checksum the files' names and sizes instead of their bytes (many
+            small files, e.g. images); ``files`` then lists only the top-level folders.
+        **extra: more keys for the dict (and the line).
+
+    Returns:
+        ``({path, files, num_files, sha256, covers, **extra}, "data source: ...")``.
+    """
+    root = Path(path)
+    base = root if root.is_dir() else root.parent
+    names = [f.relative_to(base) if f.is_relative_to(base) else f for f in files]
+    if by_listing:
+        digest, covers = listing_checksum(base, list(files)), "names and sizes"
+        names = sorted({Path(n.parts[0]) for n in names})
+    else:
+        digest, covers = files_checksum(list(files))
+    info: dict[str, Any] = {"path": str(root), "files": [str(n) for n in names]}
+    info.update(num_files=len(files), sha256=digest, covers=covers, **extra)
+    more = "".join(f", {k} {v}" for k, v in extra.items())
+    line = f"data source: {root} ({len(files)} files, sha256 {digest[:16]} of {covers}{more})"
+    return info, line
