@@ -162,7 +162,9 @@ SHORT_DEFAULT = [
 ]
 
 
-def startup_pairs(pairs: int, tmp: Path, baseline: Path | None = None) -> dict:
+def startup_pairs(
+    pairs: int, tmp: Path, baseline: Path | None = None, overrides: list[str] = ()
+) -> dict:
     """Process start → first training step and peak RSS of a default `lightspeed` run (cut
     short), beside `import torch, lightning`; with ``baseline`` (another checkout of this
     project) its CLI too, in the same rounds.
@@ -180,7 +182,8 @@ def startup_pairs(pairs: int, tmp: Path, baseline: Path | None = None) -> dict:
         subprocess.run([sys.executable, "-c", "import torch, lightning"], check=True)
         imports.append(time.perf_counter() - t)
         for name, root in roots.items():
-            launch, summary = run_cli(root, SHORT_DEFAULT, tmp / f"startup_{name}{i}")
+            run_dir = tmp / f"startup_{name}{i}"
+            launch, summary = run_cli(root, [*SHORT_DEFAULT, *overrides], run_dir)
             # the CLI measures from its first import; add the interpreter's own start-up
             first = summary["time_to_first_step_s"] + (launch - summary["process_time_s"])
             runs[name]["first"].append(first)
@@ -193,7 +196,10 @@ def startup_pairs(pairs: int, tmp: Path, baseline: Path | None = None) -> dict:
             ),
             flush=True,
         )
-    result = {"import_torch_lightning_s": summarise(imports, 2), "overrides": SHORT_DEFAULT}
+    result = {
+        "import_torch_lightning_s": summarise(imports, 2),
+        "overrides": [*SHORT_DEFAULT, *overrides],
+    }
     for name, v in runs.items():
         gaps = [f - i for f, i in zip(v["first"], imports, strict=True)]
         result[name] = {
@@ -246,7 +252,10 @@ def main() -> int:
                 built = make(overrides, args.steps, args.warmup, Path(tmp))
                 runs["naive_dataloader"].append(naive_dataloader(built, args.steps, args.warmup))
         precision = built.precision if args.repeats else None
-        startup = startup_pairs(args.startup, Path(tmp), args.baseline) if args.startup else None
+        if args.startup:
+            startup = startup_pairs(args.startup, Path(tmp), args.baseline, overrides)
+        else:
+            startup = None
 
     ratios = [  # --repeats 0: only the start-up rounds
         t["samples_per_s"] / h["samples_per_s"]

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -65,3 +67,30 @@ def test_tiny_bench_writes_a_dated_result(tiny_data: Path, tmp_path: Path, monke
     result = json.loads(written.read_text())
     assert written.stem != "bench_cpu" and result["ratio_template_over_hand"]["median"] > 0
     assert result["samples_per_s"]["naive_dataloader"]["median"] > 0
+
+
+@pytest.mark.slow
+def test_startup_and_time_to_accuracy_beside_a_baseline(
+    tiny_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Both fresh-process benchmarks run a baseline checkout in the same rounds (here the
+    same checkout: the plumbing, not the figures, is what a test can check)."""
+    out, overrides = tmp_path / "results", [*tiny(tiny_data, tmp_path), "data.batch_size=16"]
+    argv = ["bench.py", "--repeats", "0", "--startup", "1", "--baseline", str(ROOT)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out), "--", *overrides])
+    assert bench.main() == 0
+    startup = json.loads(next(out.glob("bench_cpu_*.json")).read_text())["startup"]
+    for name in ("lightspeed", "baseline"):
+        assert startup[name]["first_step_s"]["median"] > 0
+        assert startup[name]["peak_rss_mib"]["median"] > 100
+    bench_fit = load_script("bench_fit")
+    argv = ["bench_fit.py", "--runs", "1", "--baseline", str(ROOT), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--", *overrides, "trainer.max_epochs=1"])
+    assert bench_fit.main() == 0
+    (written,) = out.glob("bench_fit_*.json")
+    result = json.loads(written.read_text())
+    assert written.stem.startswith(f"bench_fit_{result['cpu_kind']}_")
+    for name in ("lightspeed", "baseline"):
+        (run,) = result["runs"][name]
+        assert run["process_s"] > run["train_time_s"] > 0 and 0 <= run["test_acc"] <= 1
+    assert "| baseline" in written.with_suffix(".md").read_text()
