@@ -237,6 +237,11 @@ def main() -> int:
     if args.compare_dataloader:
         runs["naive_dataloader"] = []
     with tempfile.TemporaryDirectory() as tmp:
+        # fresh processes first, while this one is small: a child's ru_maxrss starts at its
+        # parent's (a baseline checkout may read its peak that way)
+        startup = None
+        if args.startup:
+            startup = startup_pairs(args.startup, Path(tmp), args.baseline, overrides)
         for r in range(args.repeats):
             # alternate the order so neither side always runs on a warmer machine
             order = ["hand", "template"] if r % 2 == 0 else ["template", "hand"]
@@ -252,10 +257,6 @@ def main() -> int:
                 built = make(overrides, args.steps, args.warmup, Path(tmp))
                 runs["naive_dataloader"].append(naive_dataloader(built, args.steps, args.warmup))
         precision = built.precision if args.repeats else None
-        if args.startup:
-            startup = startup_pairs(args.startup, Path(tmp), args.baseline, overrides)
-        else:
-            startup = None
 
     ratios = [  # --repeats 0: only the start-up rounds
         t["samples_per_s"] / h["samples_per_s"]

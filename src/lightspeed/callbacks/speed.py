@@ -11,6 +11,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -24,8 +25,13 @@ def peak_memory_mb(device: torch.device) -> tuple[str, float]:
     """Peak memory of this process: CUDA allocator peak on a GPU, else peak resident set size."""
     if device.type == "cuda":
         return "gpu_peak_mem_mb", torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return "cpu_peak_rss_mb", rss / (2**20 if sys.platform == "darwin" else 2**10)
+    try:  # Linux: this program's own peak. ru_maxrss also counts the parent's peak at fork
+        # (a run launched by a large process, e.g. a notebook or a benchmark, would show it)
+        status = Path("/proc/self/status").read_text()
+        return "cpu_peak_rss_mb", int(status.split("VmHWM:")[1].split()[0]) / 2**10
+    except (OSError, IndexError, ValueError):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return "cpu_peak_rss_mb", rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 class SpeedMonitor(L.Callback):
