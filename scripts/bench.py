@@ -170,7 +170,9 @@ def startup_pairs(
     project) its CLI too, in the same rounds.
 
     Each round runs all of them as fresh processes, back to back, so page-cache and machine
-    noise hit them alike.
+    noise hit them alike. Both figures count from the process's start (``lightspeed.
+    PROCESS_START``, read from /proc) and neither counts its exit. (A checkout from before
+    2026-11-26 counts from its package import: up to ~0.05 s less.)
     """
     roots = {"lightspeed": Path(__file__).resolve().parents[1]}
     if baseline is not None:
@@ -178,15 +180,16 @@ def startup_pairs(
     imports: list[float] = []
     runs: dict[str, dict[str, list[float]]] = {k: {"first": [], "rss": []} for k in roots}
     for i in range(pairs):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import torch, lightning"], check=True)
-        imports.append(time.perf_counter() - t)
+        code = (
+            "import time, torch, lightning; from lightspeed import PROCESS_START;"
+            "print(time.perf_counter() - PROCESS_START)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        imports.append(float(out.stdout.split()[-1]))
         for name, root in roots.items():
             run_dir = tmp / f"startup_{name}{i}"
-            launch, summary = run_cli(root, [*SHORT_DEFAULT, *overrides], run_dir)
-            # the CLI measures from its first import; add the interpreter's own start-up
-            first = summary["time_to_first_step_s"] + (launch - summary["process_time_s"])
-            runs[name]["first"].append(first)
+            _, summary = run_cli(root, [*SHORT_DEFAULT, *overrides], run_dir)
+            runs[name]["first"].append(summary["time_to_first_step_s"])
             runs[name]["rss"].append(summary["cpu_peak_rss_mb"])
         print(
             f"startup {i + 1}/{pairs}: import {imports[-1]:.2f} s, "
@@ -311,7 +314,8 @@ def markdown(r: dict) -> str:
             "",
             f"Fresh processes, {len(imp['runs'])} rounds back to back: a default `lightspeed` "
             f"run cut short ({' '.join(st['overrides'])}) beside "
-            f'`python -c "import torch, lightning"` (median {imp["median"]:.2f} s).',
+            f'`python -c "import torch, lightning"` (median {imp["median"]:.2f} s), both from the '
+            "process's start.",
             "",
             "| CLI | start → first step, s | gap over the import, s (per round) | peak RSS, MiB |",
             "|---|---|---|---|",
