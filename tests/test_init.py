@@ -79,3 +79,32 @@ def test_same_seed_same_weights_and_nets_still_train() -> None:
 def test_unknown_scheme() -> None:
     with pytest.raises(ValueError, match="init='he' is not a scheme: use default, kaiming"):
         initialize(nn.Linear(2, 2), "he")  # type: ignore[arg-type]
+
+
+def test_whitening_from_data_decorrelates_patches_and_freezes_the_first_conv() -> None:
+    torch.manual_seed(0)
+    # images with strongly correlated neighbouring pixels, as photographs have
+    images = nn.functional.avg_pool2d(torch.randn(64, 1, 30, 30), 3, stride=1)
+    net = SmallCNN(widths=[16, 32], whiten=True)
+    net.fit_data(lambda: images)
+    conv = net.features[0][0]
+    assert not conv.weight.requires_grad
+    w = conv.weight.detach().double().reshape(16, 9)
+    assert torch.allclose(w[:8], -w[8:])  # each component with both signs
+    # the 8 filters' responses are uncorrelated with unit variance (up to the 1e-2 damping)
+    patches = nn.functional.unfold(images.double(), 3, padding=1).transpose(1, 2).reshape(-1, 9)
+    out = (patches - patches.mean(0)) @ w[:8].T
+    cov = out.T @ out / len(out)
+    assert torch.allclose(cov, torch.diag(cov.diagonal()), atol=1e-6)
+    assert ((cov.diagonal() > 0.5) & (cov.diagonal() <= 1)).all()
+    # the sign rule: each filter's largest weight is positive, whatever LAPACK returned
+    assert (w[:8].gather(1, w[:8].abs().argmax(1, keepdim=True)) > 0).all()
+
+
+def test_a_net_without_whitening_draws_no_data() -> None:
+    def no_data() -> torch.Tensor:
+        raise AssertionError("a net with whiten=False must not ask for data")
+
+    net = SmallCNN(whiten=False)
+    net.fit_data(no_data)
+    assert all(p.requires_grad for p in net.parameters())

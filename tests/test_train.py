@@ -199,3 +199,19 @@ def test_truncated_idx_file_is_one_line_data_error(cfg_factory, tiny_data: Path,
     assert "\n" not in msg
     assert str(labels) in msg
     assert "truncated" in msg
+
+
+def test_default_fit_whitens_the_first_conv_from_the_data_and_keeps_it(cfg_factory) -> None:
+    """The default net's first conv is set from a training batch before the fit and gets no
+    gradient and no optimiser slot; a resume keeps the checkpoint's weights (test_resume)."""
+    cfg = cfg_factory(["trainer.max_epochs=1", "trainer.limit_train_batches=3", *SMALL])
+    built = build(cfg)
+    he_init = built.module.net.features[0][0].weight.detach().clone()
+    built.trainer.fit(built.module, datamodule=built.datamodule)
+    conv = built.module.net.features[0][0].weight
+    assert not conv.requires_grad and conv.grad is None
+    assert not torch.equal(conv.detach(), he_init)  # set from the data, not the He init
+    optimised = {id(p) for g in built.trainer.optimizers[0].param_groups for p in g["params"]}
+    assert id(conv) not in optimised
+    trained = [p for p in built.module.parameters() if p.requires_grad]
+    assert {id(p) for p in trained} == optimised

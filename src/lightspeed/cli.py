@@ -219,17 +219,6 @@ def check_checkpoint(cfg) -> None:
         check_continuation(checkpoint, cfg, train_batches, run_dir)
 
 
-def import_job_modules_in_background() -> None:
-    """Starts importing torch and Lightning (most of a run's start-up) beside Hydra's own
-    composing and run-dir set-up, once the config has checked out: an error never waits for
-    them. The job's own import then finds them done or waits for the rest."""
-    import importlib
-    import threading
-
-    target, name = importlib.import_module, "lightspeed.build"
-    threading.Thread(target=target, args=(name,), name="import", daemon=True).start()
-
-
 def _job(cfg) -> float | None:
     """The Hydra job: validate again (multirun skips the precheck), build, run."""
     from lightspeed import console
@@ -285,7 +274,6 @@ def main(argv: list[str] | None = None) -> None:
             if resumed != argv:
                 cfg, argv = checked_overrides(resumed)
             check_checkpoint(cfg)
-            import_job_modules_in_background()
         except UserError as e:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
