@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightspeed.errors import ConfigError
+
 
 def random_flip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Flips each image left-right with probability 1/2."""
@@ -47,6 +49,14 @@ class BatchAugment:
     @property
     def active(self) -> bool:
         return self.flip or self.crop_padding > 0
+
+    def check(self, image_size: list[int]) -> None:
+        """ConfigError when the crop's padding is not smaller than the images."""
+        if self.crop_padding and self.crop_padding >= min(image_size):
+            raise ConfigError(
+                f"data.crop_padding={self.crop_padding} must be smaller than the "
+                f"images ({image_size[0]}x{image_size[1]})"
+            )
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if self.crop_padding > 0:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data._utils.collate import default_collate
 
 from lightspeed.constraints import NonNegativeInt, PositiveInt, UnitInterval
-from lightspeed.data import loading
+from lightspeed.data import loading, splits
 from lightspeed.data.augment import BatchAugment
 from lightspeed.data.batches import (
     BatchCollate,
@@ -34,12 +34,11 @@ from lightspeed.data.batches import (
 )
 from lightspeed.data.loading import LoaderSettings, check_loader_settings, resolve_loader_settings
 from lightspeed.data.memory import InMemoryBatchLoader
+from lightspeed.data.splits import SPLITS
 from lightspeed.data.stats import describe_source
-from lightspeed.errors import ConfigError, DataError
+from lightspeed.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -142,12 +141,7 @@ class ImageDataModule(L.LightningDataModule):
         if name not in SPLITS:
             raise ValueError(f"split {name!r} is not one of {SPLITS}")
         if isinstance(data, tuple):
-            x, y = data
-            if x.ndim != 4 or len(x) != len(y):
-                raise DataError(
-                    f"{name} split: images {tuple(x.shape)} and labels {len(y)} do not fit"
-                )
-            self._check_shape(name, x, y)
+            splits.check_tensors(name, *data, self)
         self._splits[name] = data
 
     def record_source(
@@ -163,22 +157,12 @@ class ImageDataModule(L.LightningDataModule):
 
     def val_count(self, n: int, where: str = "the training set") -> int:
         """How many of ``n`` training images ``val_size`` holds out; refuses leaving none."""
-        n_val = round(n * self.val_size) if isinstance(self.val_size, float) else self.val_size
-        if not 0 <= n_val < n:
-            raise ConfigError(
-                f"data.val_size={self.val_size} leaves no training images of the {n} in {where}; "
-                f"use a count below {n} or a fraction < 1"
-            )
-        return n_val
+        return splits.val_count(n, self.val_size, where)
 
     def split_rows(self, n: int, where: str = "the training set") -> tuple[Tensor, Tensor]:
-        """``(train_rows, val_rows)``: :meth:`val_count` of ``n`` rows, drawn with ``split_seed``.
-
-        The same ``n``, ``val_size`` and ``split_seed`` give the same rows in every module.
-        """
-        n_val = self.val_count(n, where)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        return perm[n_val:], perm[:n_val]
+        """``(train_rows, val_rows)`` of ``n`` rows, the same in every module for the same
+        ``n``, ``val_size`` and ``split_seed`` (:func:`lightspeed.data.splits.split_rows`)."""
+        return splits.split_rows(n, self.val_size, self.split_seed, where)
 
     # --- what the trainer and scripts use ----------------------------------------------------
 
@@ -186,11 +170,7 @@ class ImageDataModule(L.LightningDataModule):
         """Loads the splits once (later stages reuse them)."""
         if self._splits:
             return
-        if self.augment.crop_padding and self.augment.crop_padding >= min(self.image_size):
-            raise ConfigError(
-                f"data.crop_padding={self.augment.crop_padding} must be smaller than the "
-                f"images ({self.image_size[0]}x{self.image_size[1]})"
-            )
+        self.augment.check(self.image_size)
         loading.check_batch_memory(
             self.batch_size, self.eval_batch_size, self.in_channels, self.image_size
         )
@@ -282,25 +262,7 @@ class ImageDataModule(L.LightningDataModule):
         return self._splits[split]
 
     def _pixel_transform(self, data: tuple[Tensor, Tensor]) -> ScalePixels | None:
-        if data[0].dtype != torch.uint8:
-            return None
-        mean, std = getattr(self, "mean", None), getattr(self, "std", None)
-        if mean is None or std is None:
-            raise RuntimeError(f"{type(self).__name__} holds uint8 images but sets no mean/std")
-        return ScalePixels(mean, std)
-
-    def _check_shape(self, name: str, x: Tensor, y: Tensor) -> None:
-        want = (self.in_channels, *self.image_size)
-        if tuple(x.shape[1:]) != want:
-            raise DataError(
-                f"{name} split holds images of {tuple(x.shape[1:])} but "
-                f"{type(self).__name__} declares in_channels x image_size = {want}"
-            )
-        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < self.num_classes:
-            raise DataError(
-                f"{name} split has labels {int(y.min())}..{int(y.max())} but "
-                f"num_classes={self.num_classes}"
-            )
+        return ScalePixels.of(self) if data[0].dtype == torch.uint8 else None
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer

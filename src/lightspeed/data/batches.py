@@ -65,6 +65,14 @@ class ScalePixels:
 
         self.mean, self.std = per_channel(mean), per_channel(std)
 
+    @classmethod
+    def of(cls, module: object) -> ScalePixels:
+        """The scaling of a module that holds uint8 images (its ``mean`` and ``std``)."""
+        mean, std = getattr(module, "mean", None), getattr(module, "std", None)
+        if mean is None or std is None:
+            raise RuntimeError(f"{type(module).__name__} holds uint8 images but sets no mean/std")
+        return cls(mean, std)
+
     def __call__(self, x: Tensor) -> Tensor:
         mean, std = self.mean, self.std
         if isinstance(mean, Tensor):
