@@ -23,10 +23,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from lightspeed import PROCESS_START, console, hardware
-from lightspeed.callbacks.checkpointing import (
-    AtomicCheckpointIO,
-    RestoreLoaderPosition,
-)
+from lightspeed.callbacks.checkpointing import AtomicCheckpointIO, RestoreLoaderPosition
 from lightspeed.callbacks.metadata import RunMetadata
 from lightspeed.callbacks.plots import CurvePlotter
 from lightspeed.callbacks.speed import SpeedMonitor
@@ -44,7 +41,6 @@ class Built:
     datamodule: L.LightningDataModule
     module: L.LightningModule
     trainer: L.Trainer
-    run_dir: Path
     precision: str
     callbacks: list = field(default_factory=list)
 
@@ -63,12 +59,16 @@ def git_commit() -> str | None:
         return None
 
 
+def _on_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def resolve_precision(precision: Any, accelerator: str) -> str:
     """``auto`` → bf16-mixed where the device computes bf16 natively, else 32."""
     precision = str(precision)
     if precision != "auto":
         return precision  # checked against the device by lightspeed.config
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+    if _on_gpu(accelerator):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if hardware.cpu_has_bf16() else "32-true"
 
@@ -79,7 +79,7 @@ def check_devices(cfg: DictConfig) -> None:
     t = cfg.trainer
     accelerator, devices = t.get("accelerator", "auto"), t.get("devices", "auto")
     strategy = str(t.get("strategy", "auto"))
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    on_gpu = _on_gpu(accelerator)
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={accelerator} but torch sees no CUDA GPU; use trainer=cpu"
@@ -191,21 +191,13 @@ def _to_channels_last(net: torch.nn.Module, args: tuple) -> tuple | None:
     return None
 
 
-def apply_perf(cfg: DictConfig) -> None:
-    torch.set_float32_matmul_precision(cfg.perf.matmul_precision)
-    torch.backends.cudnn.benchmark = bool(cfg.perf.cudnn_benchmark) and not cfg.trainer.get(
-        "deterministic"
-    )
-
-
-def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
+def build(cfg: DictConfig) -> Built:
     """Builds the datamodule, module and trainer that ``cfg`` describes (no training yet)."""
-    run_dir = Path(run_dir or cfg.paths.output_dir)
     check_devices(cfg)
     precision = resolve_precision(
         cfg.trainer.get("precision", "auto"), cfg.trainer.get("accelerator", "auto")
     )
-    apply_perf(cfg)
+    torch.set_float32_matmul_precision(cfg.perf.matmul_precision)
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -232,7 +224,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
     user_plugins = instantiate(cfg.trainer.get("plugins")) or []
     trainer_kwargs["plugins"] = [*user_plugins, checkpoint_io]
     callbacks.append(RestoreLoaderPosition())
-    if cfg.trainer.get("benchmark") is None:
+    if cfg.trainer.get("benchmark") is None:  # the Trainer sets torch.backends.cudnn.benchmark
         trainer_kwargs["benchmark"] = bool(cfg.perf.cudnn_benchmark) and not cfg.trainer.get(
             "deterministic"
         )
@@ -240,7 +232,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Built:
     plan = getattr(datamodule, "plan_batches", None)
     if plan is not None:  # data.batch_size is global: checked against the processes (one line)
         log.info(plan(trainer.world_size, trainer.accumulate_grad_batches))
-    return Built(datamodule, module, trainer, run_dir, precision, callbacks)
+    return Built(datamodule, module, trainer, precision, callbacks)
 
 
 def run_task(cfg: DictConfig) -> dict:
@@ -251,16 +243,15 @@ def run_task(cfg: DictConfig) -> dict:
     prepare_run_dir(run_dir, resuming)
     info = hardware.report()
     log.info("hardware: %s", hardware.one_line(info))
-    built = build(cfg, run_dir)  # binds ${data:...}: the config resolves with the data's shape
+    built = build(cfg)  # binds ${data:...}: the config resolves with the data's shape
+    info["precision"] = built.precision
+    info["accelerator"] = str(built.trainer.accelerator.__class__.__name__)
+    info["devices"] = built.trainer.num_devices
     if built.trainer.is_global_zero:  # ranks > 0 of a DDP run print and write nothing
         if cfg.get("extras", {}).get("print_config", True):
             console.print_config(OmegaConf.to_container(cfg, resolve=True))
         config = OmegaConf.to_yaml(cfg, resolve=True)
         session_file(run_dir, "config.yaml", resuming).write_text(config)
-    info["precision"] = built.precision
-    info["accelerator"] = str(built.trainer.accelerator.__class__.__name__)
-    info["devices"] = built.trainer.num_devices
-    if built.trainer.is_global_zero:
         session_file(run_dir, "hardware.json", resuming).write_text(json.dumps(info, indent=2))
     loader = getattr(built.datamodule, "loader", None)
     for reason in getattr(loader, "reasons", []):

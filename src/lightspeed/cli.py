@@ -12,17 +12,15 @@ the full traceback instead.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from lightspeed import distributed
 from lightspeed.errors import ConfigError, RunInterrupted, UserError
-from lightspeed.resume import resume_overrides
-
-log = logging.getLogger("lightspeed")
+from lightspeed.resume import override_key, resume_overrides
 
 EXIT_USER_ERROR = 2
 
@@ -46,28 +44,32 @@ def _hydra_compose(overrides: list[str], return_hydra_config: bool = False):
         return hydra_compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
+def _target_params(node) -> dict:
+    """Constructor parameters of ``node``'s ``_target_`` ({} without a readable one)."""
+    from omegaconf import OmegaConf
+
+    from lightspeed.signatures import read_signature
+
+    target = node.get("_target_") if OmegaConf.is_dict(node) else None
+    sig = read_signature(target) if isinstance(target, str) else None
+    return sig.params if sig is not None else {}
 
 
 def _declare_signature_keys(overrides: list[str]) -> list[str]:
     """``key=value`` → ``++key=value`` where the YAML leaves out a parameter of the target."""
     from omegaconf import OmegaConf
 
-    from lightspeed.signatures import read_signature
-
-    choices = [o for o in overrides if "." not in _override_key(o) and not o.startswith("~")]
+    choices = [o for o in overrides if "." not in override_key(o) and not o.startswith("~")]
     try:
         base = _hydra_compose(choices)
     except Exception:  # the choices themselves are broken: composing again reports that
         return overrides
     out = []
     for override in overrides:
-        parent, _, name = _override_key(override).rpartition(".")
+        parent, _, name = override_key(override).rpartition(".")
         node = OmegaConf.select(base, parent) if parent and not override.startswith("+") else None
-        target = node.get("_target_") if OmegaConf.is_dict(node) else None
-        sig = read_signature(target) if isinstance(target, str) and name not in node else None
-        out.append("++" + override if sig is not None and name in sig.params else override)
+        left_out = OmegaConf.is_dict(node) and name not in node
+        out.append("++" + override if left_out and name in _target_params(node) else override)
     return out
 
 
@@ -89,18 +91,6 @@ def compose_with(overrides: list[str], return_hydra_config: bool = False):
     return _hydra_compose(declared, return_hydra_config), declared
 
 
-def _signature_keys(parent: str) -> list[str]:
-    """Parameters of the default config's ``_target_`` at ``parent`` (for suggestions)."""
-    from omegaconf import OmegaConf
-
-    from lightspeed.signatures import read_signature
-
-    node = OmegaConf.select(compose([]), parent) if parent else None
-    target = node.get("_target_") if OmegaConf.is_dict(node) else None
-    sig = read_signature(target) if isinstance(target, str) else None
-    return list(sig.params) if sig is not None else []
-
-
 def compose(overrides: list[str], return_hydra_config: bool = False):
     """Composes ``train.yaml`` with overrides, as the entry point and the tests do."""
     return compose_with(overrides, return_hydra_config)[0]
@@ -117,10 +107,8 @@ def compose_for_run(overrides: list[str], output_dir: str | Path):
 
     cfg = compose(overrides, return_hydra_config=True)
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = cfg.paths.output_dir = str(output_dir)
+        HydraConfig.instance().set_config(cfg)
         del cfg.hydra  # a Hydra job sees its config without it
     return cfg
 
@@ -137,11 +125,11 @@ def explain_hydra_error(e: Exception) -> str:
         full_key = m.group(1)
         parent, _, name = full_key.rpartition(".")
         try:
-            node = compose([])
-            siblings = list((OmegaConf.select(node, parent) if parent else node).keys())
+            node = OmegaConf.select(compose([]), parent) if parent else compose([])
         except Exception:
-            siblings = []
-        siblings += [k for k in _signature_keys(parent) if k not in siblings]
+            node = None
+        siblings = list(node.keys()) if OmegaConf.is_dict(node) else []
+        siblings += [k for k in _target_params(node) if k not in siblings]  # YAML leaves out
         return f"unknown key '{full_key}': {suggest(name, siblings)}"
     m = re.search(r"Could not find '([^']+)'\s+Available options in '([^']+)':\s*(.*)", text, re.S)
     if m:
@@ -175,6 +163,7 @@ def checked_overrides(overrides: list[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     from lightspeed.config import validate
+    from lightspeed.rundir import check_writable
 
     try:
         cfg, overrides = compose_with(overrides)
@@ -184,17 +173,11 @@ def checked_overrides(overrides: list[str]):
         with open_dict(cfg):  # the run dir does not exist yet: Hydra makes it after this check
             cfg.paths.output_dir = "<run dir>"
         validate(cfg)
-        check_run_paths(cfg)
+        # runs go under a writable paths.log_dir (resume= is resolved by resume_overrides)
+        check_writable(cfg.paths.log_dir, "paths.log_dir")
     except OmegaConfBaseException as e:  # e.g. a broken ${interpolation}
         raise ConfigError(" ".join(str(e).split())) from None
     return cfg, overrides
-
-
-def check_run_paths(cfg) -> None:
-    """Runs go under a writable paths.log_dir (resume= is resolved by resume_overrides)."""
-    from lightspeed.rundir import check_writable
-
-    check_writable(cfg.paths.log_dir, "paths.log_dir")
 
 
 def check_checkpoint(cfg) -> None:
@@ -219,6 +202,14 @@ def check_checkpoint(cfg) -> None:
         check_continuation(checkpoint, cfg, train_batches, run_dir)
 
 
+def _exit_user_error(e: UserError) -> NoReturn:
+    """``lightspeed: error: <one line>`` and exit 2; ``HYDRA_FULL_ERROR=1``: the traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise e
+    print(f"lightspeed: error: {e}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
 def _job(cfg) -> float | None:
     """The Hydra job: validate again (multirun skips the precheck), build, run."""
     from lightspeed import console
@@ -233,10 +224,7 @@ def _job(cfg) -> float | None:
 
         summary = run_task(cfg)
     except UserError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"lightspeed: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        _exit_user_error(e)
     except RunInterrupted as e:  # a signal: last.ckpt is saved, the message says how to go on
         from lightspeed.rundir import release_all
 
@@ -275,10 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                 cfg, argv = checked_overrides(resumed)
             check_checkpoint(cfg)
         except UserError as e:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"lightspeed: error: {e}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
+            _exit_user_error(e)
     else:  # a constructor parameter the YAML leaves out is a key here too (++key=...)
         overrides = [a for a in argv if "=" in a and not a.startswith("-")]
         declared = dict(zip(overrides, _declare_signature_keys(overrides), strict=True))

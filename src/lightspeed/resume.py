@@ -213,28 +213,6 @@ def _per_epoch(batches: int, limit: float | int) -> int:
     return int(batches * limit) if isinstance(limit, float) else min(batches, limit)
 
 
-def describe_resume(checkpoint: dict, path: str | Path) -> str:
-    """One line saying where a resumed fit continues and what is restored exactly."""
-    loops = checkpoint.get("loops", {}).get("fit_loop", {})
-    progress = loops.get("epoch_loop.batch_progress", {})
-    batch = progress.get("current", {}).get("processed", 0)
-    where = f"epoch {checkpoint.get('epoch', 0)}, step {checkpoint.get('global_step', 0)}"
-    if batch and not progress.get("is_last_batch", False):
-        where += f", mid-epoch after batch {batch}"
-    return (
-        f"resuming from {path} at {where}: weights, optimizer, LR schedule, loop counters, "
-        "best-k tracking and the in-memory loader's position are exact; global RNG streams "
-        "(dropout) restart from the seed, and a DataLoader with workers restarts its epoch"
-    )
-
-
-def logged_step(checkpoint: dict) -> int:
-    """The logger step at the checkpoint (Lightning logs against batches that stepped)."""
-    loops = checkpoint.get("loops", {}).get("fit_loop", {})
-    state = loops.get("epoch_loop.state_dict", {})
-    return int(state.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
-
-
 def job_checkpoint(
     ckpt_path: str | None, resume: str | None, log_dir: str, task: str, run_dir: str | Path
 ) -> str | None:
@@ -260,8 +238,20 @@ def start_resumed_fit(
     """Checks the fit against its checkpoint, logs where it continues, aligns the loggers."""
     checkpoint = read_plain(ckpt_path)
     check_continuation(checkpoint, config, train_batches)
-    log.info(describe_resume(checkpoint, ckpt_path))
-    step = logged_step(checkpoint)
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    progress = loops.get("epoch_loop.batch_progress", {})
+    batch = progress.get("current", {}).get("processed", 0)
+    where = f"epoch {checkpoint.get('epoch', 0)}, step {checkpoint.get('global_step', 0)}"
+    if batch and not progress.get("is_last_batch", False):
+        where += f", mid-epoch after batch {batch}"
+    log.info(
+        f"resuming from {ckpt_path} at {where}: weights, optimizer, LR schedule, loop counters, "
+        "best-k tracking and the in-memory loader's position are exact; global RNG streams "
+        "(dropout) restart from the seed, and a DataLoader with workers restarts its epoch"
+    )
+    # the loggers' step: Lightning logs against the batches that stepped
+    state = loops.get("epoch_loop.state_dict", {})
+    step = int(state.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
     for logger in trainer.loggers:
         if hasattr(logger, "resume_from_step"):
             logger.resume_from_step(step)

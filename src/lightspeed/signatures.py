@@ -128,12 +128,8 @@ def _find(module: str, name: str, depth: int = 0) -> tuple[str, ast.AST] | None:
     for stmt in tree.body:
         if isinstance(stmt, (ast.ClassDef, ast.FunctionDef)) and stmt.name == name:
             return module, stmt
-    for stmt in tree.body:
-        if isinstance(stmt, ast.ImportFrom):
-            for alias in stmt.names:
-                if (alias.asname or alias.name) == name:
-                    return _find(_absolute(module, path, stmt), alias.name, depth + 1)
-    return None
+    module, _, name = (_resolve_name(module, ast.Name(name)) or "").rpartition(".")
+    return _find(module, name, depth + 1) if module else None
 
 
 def _resolve_name(module: str, expr: ast.expr) -> str | None:
@@ -167,18 +163,14 @@ def _resolve_name(module: str, expr: ast.expr) -> str | None:
 def _forwards_to_super(func: ast.FunctionDef, kwarg: str) -> bool:
     """True when ``func`` calls ``super().__init__(..., **kwarg)``."""
     for node in ast.walk(func):
+        method = node.func if isinstance(node, ast.Call) else None
         if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "__init__"
-            and isinstance(node.func.value, ast.Call)
-            and isinstance(node.func.value.func, ast.Name)
-            and node.func.value.func.id == "super"
+            isinstance(method, ast.Attribute)
+            and method.attr == "__init__"
+            and isinstance(method.value, ast.Call)
+            and ast.unparse(method.value.func) == "super"
         ):
-            return any(
-                k.arg is None and isinstance(k.value, ast.Name) and k.value.id == kwarg
-                for k in node.keywords
-            )
+            return f"**{kwarg}" in map(ast.unparse, node.keywords)
     return False
 
 

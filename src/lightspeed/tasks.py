@@ -43,8 +43,7 @@ def fit(built: Any, cfg: Any, ckpt: str | None) -> dict:
         "train_time_s": round(time.perf_counter() - t0, 2),
     }
     if not trainer.interrupted and cfg.extras.test_after_fit:
-        results = trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
-        out["test_acc"] = _metric(results, "test/acc")
+        out.update(test(built, cfg, best or None))
     return out
 
 
