@@ -25,7 +25,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from measure import RESULTS, build_run, run_cli, speed_monitor, summarise, write_results
+from measure import (
+    RESULTS,
+    build_run,
+    result_header,
+    run_cli,
+    speed_monitor,
+    summarise,
+    write_results,
+)
 
 from lightspeed import PROCESS_START, hardware
 from lightspeed.callbacks.speed import peak_memory_mb
@@ -266,10 +274,7 @@ def main() -> int:
         for h, t in zip(runs["hand"], runs["template"], strict=True)
     ]
     result = {
-        "benchmark": "template vs hand-written loop, steady-state training samples/s",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python scripts/bench.py " + " ".join(sys.argv[1:]),
-        "hardware": info,
+        **result_header("template vs hand-written loop, steady-state training samples/s", info),
         "overrides": overrides,
         "precision": precision,
         "steps": args.steps,

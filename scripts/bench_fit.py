@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from measure import RESULTS, run_cli, summarise, write_results
+from measure import RESULTS, result_header, run_cli, summarise, write_results
 
 from lightspeed import hardware
 
@@ -63,10 +62,7 @@ def main() -> int:
                 )
     kind = "avx512_bf16" if info.get("cpu_bf16") else "avx2"
     result = {
-        "benchmark": "time to accuracy of the default run, whole process",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python scripts/bench_fit.py " + " ".join(sys.argv[1:]),
-        "hardware": info,
+        **result_header("time to accuracy of the default run, whole process", info),
         "cpu_kind": kind,
         "overrides": overrides,
         "roots": {k: str(v) for k, v in roots.items()},

@@ -95,6 +95,18 @@ def summarise(values: list[float], ndigits: int = 1) -> dict:
     }
 
 
+def result_header(benchmark: str, info: dict) -> dict:
+    """What every results file starts with: what was measured, when, by which command, where."""
+    import sys
+
+    return {
+        "benchmark": benchmark,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(["python", *sys.argv]),
+        "hardware": info,
+    }
+
+
 def run_cli(root: Path, overrides: list[str], run_dir: Path) -> tuple[float, dict]:
     """``python -m lightspeed`` of the checkout at ``root`` as a fresh process; returns its wall
     time (interpreter start to exit, measured from outside) and its ``summary.json``."""
