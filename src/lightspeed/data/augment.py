@@ -6,6 +6,8 @@ so they run as well on a GPU-resident data set as on the CPU.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -23,8 +25,6 @@ def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = Non
 
     Two gathers along H then W; no Python loop over the batch.
     """
-    if padding <= 0:
-        return x
     b, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (padding,) * 4, mode="reflect")
     off = torch.randint(0, 2 * padding + 1, (2, b), device=x.device, generator=generator)
@@ -34,6 +34,7 @@ def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = Non
     return padded.gather(3, cols.expand(b, c, h, w))
 
 
+@dataclass(eq=False)
 class BatchAugment:
     """Crop-with-padding and/or horizontal flip applied to whole batches.
 
@@ -42,9 +43,8 @@ class BatchAugment:
         crop_padding: pixels of reflect padding for the random crop; 0 turns cropping off.
     """
 
-    def __init__(self, flip: bool = True, crop_padding: int = 0) -> None:
-        self.flip = flip
-        self.crop_padding = crop_padding
+    flip: bool = True
+    crop_padding: int = 0
 
     @property
     def active(self) -> bool:
@@ -64,6 +64,3 @@ class BatchAugment:
         if self.flip:
             x = random_flip(x, generator)
         return x
-
-    def __repr__(self) -> str:
-        return f"BatchAugment(flip={self.flip}, crop_padding={self.crop_padding})"

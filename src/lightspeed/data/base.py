@@ -23,18 +23,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data._utils.collate import default_collate
 
 from lightspeed.constraints import NonNegativeInt, PositiveInt, UnitInterval
-from lightspeed.data import loading, splits
+from lightspeed.data import loading
 from lightspeed.data.augment import BatchAugment
-from lightspeed.data.batches import (
-    BatchCollate,
-    BatchDataset,
-    ScalePixels,
-    TensorBatchDataset,
-    pass_through,
-)
+from lightspeed.data.batches import BatchCollate, BatchDataset, ScalePixels, TensorBatchDataset
 from lightspeed.data.loading import LoaderSettings, check_loader_settings, resolve_loader_settings
 from lightspeed.data.memory import InMemoryBatchLoader
-from lightspeed.data.splits import SPLITS
+from lightspeed.data.splits import SPLITS, check_tensors
 from lightspeed.data.stats import describe_source
 from lightspeed.errors import ConfigError
 
@@ -141,14 +135,13 @@ class ImageDataModule(L.LightningDataModule):
         if name not in SPLITS:
             raise ValueError(f"split {name!r} is not one of {SPLITS}")
         if isinstance(data, tuple):
-            splits.check_tensors(name, *data, self)
+            check_tensors(name, *data, self)
         self._splits[name] = data
 
     def record_source(
         self, path: str | Path, files: Sequence[Path], by_listing: bool = False, **extra: Any
     ) -> None:
-        """Sets :attr:`source_info` and logs it in one line; the arguments (the files read
-        below ``path``, whether to checksum only their listing, extra keys) are those of
+        """Sets :attr:`source_info` and logs it in one line; the arguments are those of
         :func:`lightspeed.data.stats.describe_source`."""
         self.source_info, line = describe_source(path, files, by_listing, **extra)
         log.info(line)
@@ -157,12 +150,20 @@ class ImageDataModule(L.LightningDataModule):
 
     def val_count(self, n: int, where: str = "the training set") -> int:
         """How many of ``n`` training images ``val_size`` holds out; refuses leaving none."""
-        return splits.val_count(n, self.val_size, where)
+        n_val = round(n * self.val_size) if isinstance(self.val_size, float) else self.val_size
+        if not 0 <= n_val < n:
+            raise ConfigError(
+                f"data.val_size={self.val_size} leaves no training images of the {n} in {where}; "
+                f"use a count below {n} or a fraction < 1"
+            )
+        return n_val
 
     def split_rows(self, n: int, where: str = "the training set") -> tuple[Tensor, Tensor]:
-        """``(train_rows, val_rows)`` of ``n`` rows, the same in every module for the same
-        ``n``, ``val_size`` and ``split_seed`` (:func:`lightspeed.data.splits.split_rows`)."""
-        return splits.split_rows(n, self.val_size, self.split_seed, where)
+        """``(train_rows, val_rows)`` of ``n`` rows, drawn with ``split_seed``: the same ``n``,
+        ``val_size`` and ``split_seed`` give the same rows in every module."""
+        n_val = self.val_count(n, where)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        return perm[n_val:], perm[:n_val]
 
     # --- what the trainer and scripts use ----------------------------------------------------
 
@@ -211,21 +212,17 @@ class ImageDataModule(L.LightningDataModule):
 
     def sample_ids(self, split: str) -> list[str]:
         """One id per sample of ``split``, in loader order: its file path, else its row."""
-        data, rows = self.dataset(split), None
+        data = self.dataset(split)
+        rows = range(len(data))
         if isinstance(data, Subset):
-            data, rows = data.dataset, list(data.indices)
+            data, rows = data.dataset, data.indices
         samples = getattr(data, "samples", None)  # [(path, label), ...] of file-backed sets
-        rows = range(len(data)) if rows is None else rows
         return [str(samples[r][0]) if samples is not None else str(r) for r in rows]
 
     def plan_batches(self, world_size: int = 1, accumulate: int = 1) -> str:
         """One line saying the per-device and effective (per optimizer step) batch; ConfigError
         when the global batch does not divide over ``world_size`` processes."""
         return loading.plan_batches(self.batch_size, world_size, accumulate)
-
-    def per_device_batch(self, world_size: int) -> int:
-        """``batch_size / world_size``; ConfigError when it does not divide."""
-        return loading.per_device_batch(self.batch_size, world_size)
 
     @functools.cached_property
     def loader(self) -> LoaderSettings:
@@ -262,20 +259,27 @@ class ImageDataModule(L.LightningDataModule):
         return self._splits[split]
 
     def _pixel_transform(self, data: tuple[Tensor, Tensor]) -> ScalePixels | None:
-        return ScalePixels.of(self) if data[0].dtype == torch.uint8 else None
-
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if data[0].dtype != torch.uint8:
+            return None
+        mean, std = getattr(self, "mean", None), getattr(self, "std", None)
+        if mean is None or std is None:
+            raise RuntimeError(f"{type(self).__name__} holds uint8 images but sets no mean/std")
+        return ScalePixels(mean, std)
 
     def _loader(self, split: str, train: bool, shard: bool = True) -> Any:
         data = self._split(split)
-        rank, world = self._rank() if shard else (0, 1)
+        trainer = self.trainer if shard else None
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         batch_size = self.batch_size if train else self.eval_batch_size
         augment = self.augment if train else None
-        if isinstance(data, tuple) and self.uses_memory_loader:
-            if train:
-                self.per_device_batch(world)  # the global batch must divide
+        memory_loader = isinstance(data, tuple) and self.uses_memory_loader
+        # The global training batch must divide over the processes. A DataLoader's batch is per
+        # device: under DDP, Lightning adds a DistributedSampler (whose padding may repeat up to
+        # world_size - 1 evaluation samples).
+        per_device = (
+            loading.per_device_batch(batch_size, world) if train else -(-batch_size // world)
+        )
+        if memory_loader:
             return InMemoryBatchLoader(
                 *data,
                 batch_size,
@@ -287,11 +291,8 @@ class ImageDataModule(L.LightningDataModule):
                 world_size=world,
                 transform=self._pixel_transform(data),
             )
-        # A DataLoader's batch is per device: under DDP, Lightning adds a DistributedSampler
-        # (whose padding may repeat up to world_size - 1 evaluation samples).
-        per_device = self.per_device_batch(world) if train else -(-batch_size // world)
         dataset = self.dataset(split)
-        collate = pass_through if isinstance(dataset, BatchDataset) else self.collate_samples
+        collate = None if isinstance(dataset, BatchDataset) else self.collate_samples
         return DataLoader(
             dataset,
             batch_size=per_device,

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from torch.utils.data._utils.collate import default_collate
 
 from lightspeed.data.augment import BatchAugment
 
@@ -65,14 +64,6 @@ class ScalePixels:
 
         self.mean, self.std = per_channel(mean), per_channel(std)
 
-    @classmethod
-    def of(cls, module: object) -> ScalePixels:
-        """The scaling of a module that holds uint8 images (its ``mean`` and ``std``)."""
-        mean, std = getattr(module, "mean", None), getattr(module, "std", None)
-        if mean is None or std is None:
-            raise RuntimeError(f"{type(module).__name__} holds uint8 images but sets no mean/std")
-        return cls(mean, std)
-
     def __call__(self, x: Tensor) -> Tensor:
         mean, std = self.mean, self.std
         if isinstance(mean, Tensor):
@@ -80,28 +71,24 @@ class ScalePixels:
         return x.float().div_(255).sub_(mean).div_(std)
 
 
-def pass_through(batch: Any) -> Any:
-    """collate of a :class:`BatchDataset`: its ``__getitems__`` already made the batch."""
-    return batch
-
-
 class BatchCollate:
     """``collate_fn``: builds the batch with ``collate``, then applies ``augment`` (if any).
 
     Args:
-        collate: :func:`pass_through` for a :class:`BatchDataset`, else a function that stacks
-            a list of samples (``default_collate`` or the DataModule's own).
+        collate: a function that stacks a list of samples (``default_collate`` or the
+            DataModule's own), or None for a :class:`BatchDataset`, whose ``__getitems__``
+            already made the batch.
         augment: batched augmentation of training batches, or None.
     """
 
     def __init__(
-        self, collate: Callable[[Any], Any] = default_collate, augment: BatchAugment | None = None
+        self, collate: Callable[[Any], Any] | None, augment: BatchAugment | None = None
     ) -> None:
         self.collate = collate
         self.augment = augment if augment is not None and augment.active else None
 
     def __call__(self, batch: Any) -> tuple[Tensor, Tensor]:
-        x, y = self.collate(batch)
+        x, y = batch if self.collate is None else self.collate(batch)
         if self.augment is not None:
             x = self.augment(x)
         return x, y

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lightspeed.constraints import PositiveFloat
 from lightspeed.data.base import ImageDataModule
-from lightspeed.data.batches import BatchDataset
+from lightspeed.data.batches import BatchDataset, ScalePixels
 from lightspeed.data.stats import in_chunks, pixel_stats
 from lightspeed.errors import ConfigError, DataError
 
@@ -89,12 +89,6 @@ def write_hdf5(
     return path
 
 
-def _all_keys(f: Any) -> list[str]:
-    keys: list[str] = []
-    f.visit(lambda name: keys.append(name) if hasattr(f[name], "shape") else None)
-    return keys
-
-
 def inspect_file(path: str | Path) -> dict[str, Any]:
     """Opens ``path`` once in this process, checks its layout and returns its header.
 
@@ -116,11 +110,11 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
         )
     try:
         with h5py.File(path, "r") as f:
-            present = _all_keys(f)
-            info: dict[str, Any] = {"attrs": {k: f.attrs[k] for k in f.attrs}, "max_label": -1}
+            present: list[str] = []  # the datasets' names, for the error message
+            f.visititems(lambda k, v: present.append(k) if isinstance(v, h5py.Dataset) else None)
+            info: dict[str, Any] = {"attrs": dict(f.attrs), "max_label": -1}
             for split in SPLITS:
-                for part in ("images", "labels"):
-                    key = f"{split}/{part}"
+                for key in (f"{split}/images", f"{split}/labels"):
                     if key not in present:
                         raise DataError(
                             f"{path}: no dataset '{key}'; the file holds: "
@@ -203,8 +197,7 @@ class Hdf5Dataset(BatchDataset):
 
     def __getitems__(self, positions: list[int]) -> tuple[Tensor, Tensor]:
         x, y = self.read_rows(self.indices[np.asarray(positions, dtype=np.int64)])
-        xb = torch.from_numpy(x).float().div_(255).sub_(self.mean).div_(self.std)
-        return xb, torch.from_numpy(y).long()
+        return ScalePixels(self.mean, self.std)(torch.from_numpy(x)), torch.from_numpy(y).long()
 
 
 class Hdf5DataModule(ImageDataModule):

@@ -146,7 +146,7 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     path = Path(path)
     codes = {v: k for k, v in _DTYPES.items()}
     dtype = np.dtype(array.dtype).newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
-    code = codes.get(dtype) or codes[np.dtype(array.dtype)]
+    code = codes[dtype]
     header = struct.pack(f">HBB{array.ndim}I", 0, code, array.ndim, *array.shape)
     payload = header + np.ascontiguousarray(array, dtype=dtype).tobytes()
     compress = path.suffix == ".gz" if compress is None else compress

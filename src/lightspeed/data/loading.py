@@ -90,14 +90,9 @@ def resolve_loader_settings(
         in_memory: the data is held as tensors (batches are indexed in-process).
         cuda: a CUDA device trains from batches that start on the host.
     """
-    check_loader_settings(
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        persistent_workers=persistent_workers,
-        prefetch_factor=prefetch_factor,
-    )
     reasons = []
     cores = usable_cores()
+    knobs = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor}
     if num_workers == "auto":
         if in_memory:
             num_workers = 0
@@ -107,15 +102,16 @@ def resolve_loader_settings(
             reasons.append(
                 f"num_workers={num_workers}: half of {cores} usable cores (cap {MAX_AUTO_WORKERS})"
             )
-        knobs = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor}
         _check_against_workers(num_workers, "data.num_workers=auto is 0 for in-memory data", knobs)
-    elif num_workers > cores:
-        log.warning(
-            "data.num_workers=%d is more than the %d usable cores; using it anyway, "
-            "but expect the workers to compete with the training step",
-            num_workers,
-            cores,
-        )
+    else:
+        check_loader_settings(num_workers=num_workers, **knobs)
+        if num_workers > cores:
+            log.warning(
+                "data.num_workers=%d is more than the %d usable cores; using it anyway, "
+                "but expect the workers to compete with the training step",
+                num_workers,
+                cores,
+            )
     if prefetch_factor == "auto":
         prefetch_factor = 2 if num_workers > 0 else None
     if pin_memory == "auto":

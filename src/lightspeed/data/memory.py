@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from lightspeed.data.augment import BatchAugment
 EPOCH_STRIDE, RANK_STRIDE = 7919, 104729
 
 
+@dataclass(eq=False)
 class EpochPermutation:
     """The sample order of one epoch, the same on every rank (seeded by ``seed + epoch``).
 
@@ -33,9 +35,10 @@ class EpochPermutation:
     attribute with that method), as it does for a ``DistributedSampler``.
     """
 
-    def __init__(self, n: int, shuffle: bool, seed: int = 0) -> None:
-        self.n, self.shuffle, self.seed = n, shuffle, seed
-        self.epoch = 0
+    n: int
+    shuffle: bool
+    seed: int = 0
+    epoch: int = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -50,18 +53,6 @@ class EpochPermutation:
 
     def __len__(self) -> int:
         return self.n
-
-
-def rank_slice(batch: Tensor, order: Tensor, rank: int, world_size: int, pad: bool) -> Tensor:
-    """This rank's samples of one global ``batch`` of indices: every ``world_size``-th one.
-
-    A last batch with fewer samples than ranks would leave some ranks nothing; with ``pad``
-    (training, where every rank must take the step) those take the first samples of the
-    epoch's ``order`` again.
-    """
-    if pad and len(batch) < world_size:
-        batch = torch.cat([batch, order[: world_size - len(batch)]])
-    return batch[rank::world_size]
 
 
 class InMemoryBatchLoader:
@@ -107,8 +98,7 @@ class InMemoryBatchLoader:
         self.sampler = EpochPermutation(len(x), shuffle, seed)
         self.batch_sampler = None  # Lightning inspects DataLoader-like attributes
         self._batches_done = 0  # position inside the current epoch, for mid-epoch resume
-        self._resume_at = 0
-        self._resume_epoch: int | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done) of a loaded state
 
     def __len__(self) -> int:
         """Batches per epoch: the same on every rank (the number of global batches)."""
@@ -119,20 +109,23 @@ class InMemoryBatchLoader:
         order = self.sampler.indices(self.x.device)
         generator = None
         if self.augment is not None:
-            generator = torch.Generator(device=self.x.device)
             epoch = self.sampler.epoch + 1
-            generator.manual_seed(
-                self.sampler.seed + EPOCH_STRIDE * epoch + RANK_STRIDE * self.rank
-            )
+            seed = self.sampler.seed + EPOCH_STRIDE * epoch + RANK_STRIDE * self.rank
+            generator = torch.Generator(device=self.x.device).manual_seed(seed)
         # a saved position applies only to the epoch it was saved in, and only if that epoch
         # was not finished (a checkpoint from an epoch end continues with the next epoch)
-        start = self._resume_at if self.sampler.epoch == self._resume_epoch else 0
-        start = start if start < len(self) else 0
-        self._resume_at, self._resume_epoch = 0, None
-        pad = self.sampler.shuffle  # training batches: every rank must take a step
+        saved_epoch, start = self._resume or (None, 0)
+        start = start if saved_epoch == self.sampler.epoch and start < len(self) else 0
+        self._resume = None
+        world = self.world_size
         for i in range(len(self)):
             batch = order[i * self.batch_size : (i + 1) * self.batch_size]
-            idx = rank_slice(batch, order, self.rank, self.world_size, pad)
+            # A last batch with fewer samples than ranks would leave some ranks nothing; in
+            # training (shuffled), where every rank must take the step, those take the first
+            # samples of the epoch's order again.
+            if self.sampler.shuffle and len(batch) < world:
+                batch = torch.cat([batch, order[: world - len(batch)]])
+            idx = batch[self.rank :: world]  # this rank's share: every world-th sample
             if len(idx) == 0:  # an evaluation tail smaller than the number of ranks
                 continue
             xb = self.x.index_select(0, idx)
@@ -153,5 +146,4 @@ class InMemoryBatchLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.set_epoch(state["epoch"])
-        self._resume_at = state["batches_done"]
-        self._resume_epoch = state["epoch"]
+        self._resume = state["epoch"], state["batches_done"]

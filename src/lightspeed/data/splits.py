@@ -1,35 +1,12 @@
-"""The train/val carve and the checks on splits handed over as tensors (used by the base)."""
+"""The split names, and the checks on splits handed over as tensors (used by the base)."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from lightspeed.errors import ConfigError, DataError
+from lightspeed.errors import DataError
 
 SPLITS = ("train", "val", "test")
-
-
-def val_count(n: int, val_size: int | float, where: str = "the training set") -> int:
-    """How many of ``n`` training images ``val_size`` (a count, or a fraction < 1) holds out;
-    refuses leaving no training image."""
-    n_val = round(n * val_size) if isinstance(val_size, float) else val_size
-    if not 0 <= n_val < n:
-        raise ConfigError(
-            f"data.val_size={val_size} leaves no training images of the {n} in {where}; "
-            f"use a count below {n} or a fraction < 1"
-        )
-    return n_val
-
-
-def split_rows(
-    n: int, val_size: int | float, split_seed: int, where: str = "the training set"
-) -> tuple[Tensor, Tensor]:
-    """``(train_rows, val_rows)`` of ``n`` rows, drawn with ``split_seed``: the same ``n``,
-    ``val_size`` and ``split_seed`` give the same rows in every module."""
-    n_val = val_count(n, val_size, where)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
-    return perm[n_val:], perm[:n_val]
 
 
 def check_tensors(name: str, x: Tensor, y: Tensor, module: object) -> None:
