@@ -19,6 +19,8 @@ The two fixtures most tests need:
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from omegaconf import DictConfig
 
 from lightspeed.data.idx import write_idx
 
+REPO = Path(__file__).resolve().parents[1]
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 TRAIN_SIZE = 600
@@ -81,6 +84,37 @@ def quiet_tiny_run(tiny_data: Path, root: Path) -> list[str]:
         "extras.print_config=false",
         f"paths.root_dir={root}",
     ]
+
+
+def project_copy(tmp_path: Path, parts: tuple[str, ...] = ("src", "configs")) -> Path:
+    """``parts`` of the checkout (folders or files) copied, its virtual environment linked.
+
+    Files keep their times: ``make`` in the copy sees the linked ``.venv`` as installed."""
+    root = tmp_path / "project"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in parts:
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, root / part, ignore=ignore)
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / part)
+    (root / ".venv").symlink_to(Path(sys.executable).parents[1])
+    return root
+
+
+def rgb_class_folders(folder: Path, classes: int = 3, per_class: int = 12) -> None:
+    """32x32 RGB PNGs, one colour pattern per class plus noise (learnable in a few steps)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        pattern = rng.integers(0, 255, size=(8, 8, 3))
+        for i in range(per_class):
+            pixels = np.kron(pattern, np.ones((4, 4, 1))) + rng.normal(0, 20, (32, 32, 3))
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+            (folder / "train" / f"class_{c}").mkdir(parents=True, exist_ok=True)
+            image.save(folder / "train" / f"class_{c}" / f"{i}.png")
 
 
 @pytest.fixture(scope="session")

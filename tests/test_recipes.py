@@ -11,29 +11,18 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_tiny_idx
+from conftest import project_copy, rgb_class_folders, write_tiny_idx
 
 REPO = Path(__file__).resolve().parents[1]
 FILE_BLOCK = re.compile(r"```\w+ file=(\S+)\n(.*?)```", re.S)
 BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 
 pytestmark = pytest.mark.slow  # one process per command: ~10 s each
-
-
-def project_copy(tmp_path: Path) -> Path:
-    """``src/`` and ``configs/`` copied, the checkout's virtual environment linked."""
-    root = tmp_path / "project"
-    for part in ("src", "configs"):
-        shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
-    (root / ".venv").symlink_to(Path(sys.executable).parents[1])
-    return root
 
 
 def follow(page: str, root: Path) -> list[str]:
@@ -63,20 +52,6 @@ def run(command: str, root: Path) -> subprocess.CompletedProcess:
     )
     assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
     return proc
-
-
-def rgb_class_folders(folder: Path, classes: int = 3, per_class: int = 12) -> None:
-    """32x32 RGB PNGs, one colour pattern per class plus noise (learnable in a few steps)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        pattern = rng.integers(0, 255, size=(8, 8, 3))
-        for i in range(per_class):
-            pixels = np.kron(pattern, np.ones((4, 4, 1))) + rng.normal(0, 20, (32, 32, 3))
-            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-            (folder / "train" / f"class_{c}").mkdir(parents=True, exist_ok=True)
-            image.save(folder / "train" / f"class_{c}" / f"{i}.png")
 
 
 def arrays(folder: Path) -> None:
