@@ -273,3 +273,47 @@ def test_torchrun_two_nodes_share_one_run_dir(tiny_data: Path, tmp_path: Path) -
     assert (root / "logs" / "fit" / "torchrun-sim2" / "summary.json").is_file()
     assert "lightspeed fit summary" in outputs[0] and "lightspeed fit summary" not in outputs[1]
     assert_rank_zero_wrote_alone(tmp_path, root, ignore_mkdir=True)
+
+
+POISON = """
+import lightning as L
+
+
+class PoisonRank(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_rank == 1 and trainer.global_step == 3:
+            batch[0].fill_(float("nan"))  # a NaN in rank 1's shard only
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("action", ["stop", "skip"])
+def test_nan_on_one_rank_stops_or_skips_every_rank(
+    action: str, tiny_data: Path, tmp_path: Path
+) -> None:
+    """Rank 1 alone sees a NaN loss at step 3. ``stop``: every rank stops there, rank zero
+    prints one line, exit 2 (a rank stopping alone left rank zero with a gloo traceback).
+    ``skip``: every rank skips the step; rank zero, whose own loss was finite, would otherwise
+    apply the all-reduced NaN gradients and end with NaN weights."""
+    (tmp_path / "poison_rank.py").write_text(POISON)
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    argv = command(
+        tiny_data, tmp_path / "run", "trainer=ddp_cpu", "trainer.max_epochs=3",
+        f"callbacks.nan_guard.action={action}", "+callbacks.poison._target_=poison_rank.PoisonRank",
+    )  # fmt: skip
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, timeout=300
+    )
+    out = done.stdout + done.stderr
+    assert "Traceback" not in out, out[-3000:]
+    if action == "stop":
+        assert done.returncode == 2, out[-3000:]
+        errors = [line for line in out.splitlines() if line.startswith("lightspeed: error:")]
+        assert len(errors) == 1, errors
+        assert "training loss is NaN/inf on another rank at global step 3" in errors[0]
+        return
+    assert done.returncode == 0, out[-3000:]
+    assert out.count("non-finite loss at global step 3: optimizer step skipped") == 2  # 2 ranks
+    last = only_run_dir(tmp_path / "run") / "checkpoints" / "last.ckpt"
+    weights = torch.load(last, weights_only=True)["state_dict"].values()
+    assert all(bool(w.isfinite().all()) for w in weights if w.is_floating_point())

@@ -206,7 +206,8 @@ def _exit_user_error(e: UserError) -> NoReturn:
     """``lightspeed: error: <one line>`` and exit 2; ``HYDRA_FULL_ERROR=1``: the traceback."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise e
-    print(f"lightspeed: error: {e}", file=sys.stderr)
+    if distributed.is_rank_zero() or not e.every_rank:
+        print(f"lightspeed: error: {e}", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
 
 

@@ -8,6 +8,8 @@ keeps its traceback.
 class UserError(Exception):
     """A problem in the user's input, with the fix in its message."""
 
+    every_rank = False  # all ranks of a DDP run raise it together: rank zero alone reports it
+
 
 class ConfigError(UserError):
     """A config key holds a value that is not accepted."""

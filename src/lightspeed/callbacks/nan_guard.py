@@ -6,6 +6,10 @@ checkpoint IO refuses non-finite weights meanwhile); on the CPU, and for ``actio
 loss is read every step before ``backward``. A skipped step drops its gradients and restores
 the float buffers (BatchNorm statistics); the LR scheduler still advances. Under 16-mixed the
 GradScaler skips non-finite steps itself.
+
+Under DDP the ranks decide together (one all-reduce of the bad step each time the loss or the
+flag is read): a NaN in one rank's shard stops or skips every rank at the same step, where a
+rank stopping alone would leave the others waiting in the gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -26,8 +30,13 @@ log = logging.getLogger(__name__)
 GPU_CHECK_EVERY = 50  # host reads of the device flag on a GPU: one sync per 50 steps is noise
 
 
+NONE = 2**62  # "no bad step" in the all-reduce that takes the earliest bad step of any rank
+
+
 class NonFiniteLossError(UserError):
-    """The training loss became NaN or inf."""
+    """The training loss became NaN or inf (every rank raises it: rank zero reports it)."""
+
+    every_rank = True
 
 
 def last_good_checkpoint(trainer: L.Trainer) -> str | None:
@@ -77,14 +86,25 @@ class NanGuard(L.Callback):
             "model.optimizer.lr or set callbacks.nan_guard.action=skip"
         )
 
+    @staticmethod
+    def _earliest(trainer: L.Trainer, step: int) -> int:
+        """The earliest bad step of all ranks (-1: none); ``step`` is this rank's."""
+        if trainer.world_size == 1:
+            return step
+        local = torch.tensor(step if step >= 0 else NONE, device=trainer.strategy.root_device)
+        first = int(trainer.strategy.reduce(local, reduce_op="min"))
+        return first if first < NONE else -1
+
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor
     ) -> None:
         step = trainer.global_step
         if self.action == "skip" or self._every(loss.device) == 1:
-            if not bool(torch.isfinite(loss)):  # host read: free on the CPU
+            finite = bool(torch.isfinite(loss))  # host read: free on the CPU
+            if self._earliest(trainer, -1 if finite else step) >= 0:
                 if self.action == "stop":
-                    self._stop(trainer, step, str(loss.item()), "stopped before that update")
+                    value = "NaN/inf on another rank" if finite else str(loss.item())
+                    self._stop(trainer, step, value, "stopped before that update")
                 self._skip_step = True
             return
         bad = ~torch.isfinite(loss.detach())
@@ -100,7 +120,7 @@ class NanGuard(L.Callback):
     def _check_flag(self, trainer: L.Trainer) -> None:
         if self._first_bad is None:
             return
-        first = int(self._first_bad)  # the one host sync, every N steps
+        first = self._earliest(trainer, int(self._first_bad))  # the one host sync every N steps
         if first >= 0:
             when = f"seen at step {trainer.global_step}; not saved since"
             self._stop(trainer, first, "NaN/inf", when)
