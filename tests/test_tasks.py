@@ -79,3 +79,19 @@ def test_export_needs_weights() -> None:
 
     with pytest.raises(ConfigError, match="task=export needs the weights"):
         precheck(["task=export"])
+
+
+@pytest.mark.parametrize("task", ["predict", "export"])
+def test_predict_and_export_refuse_several_processes(task: str, cfg_factory) -> None:
+    """Under DDP each rank would predict its own shard and write the same file."""
+    from lightspeed.build import check_devices
+    from lightspeed.errors import ConfigError
+
+    check_devices(cfg_factory([f"task={task}", "trainer=cpu"]))  # one process: accepted
+    with pytest.raises(ConfigError) as refused:
+        check_devices(cfg_factory([f"task={task}", "trainer=ddp_cpu"]))
+    assert str(refused.value) == (
+        f"task={task} runs in one process; trainer.devices=2 x trainer.num_nodes=1 would start 2: "
+        "add trainer.devices=1 trainer.num_nodes=1"
+    )
+    check_devices(cfg_factory(["task=test", "trainer=ddp_cpu"]))  # test and validate shard

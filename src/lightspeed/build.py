@@ -103,7 +103,18 @@ def check_devices(cfg: DictConfig) -> None:
             "trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); "
             "set trainer.sync_batchnorm=false on the CPU"
         )
-    if strategy.startswith("ddp") and count == 1 and t.get("num_nodes", 1) == 1:
+    nodes = t.get("num_nodes", 1)
+    per_node = count if isinstance(count, int) and count > 0 else 1
+    if on_gpu and count in ("auto", -1):
+        per_node = torch.cuda.device_count()
+    if cfg.get("task") in ("predict", "export") and per_node * nodes > 1:
+        # each rank would see its own shard and write the same file
+        raise ConfigError(
+            f"task={cfg.task} runs in one process; trainer.devices={devices} x "
+            f"trainer.num_nodes={nodes} would start {per_node * nodes}: "
+            "add trainer.devices=1 trainer.num_nodes=1"
+        )
+    if strategy.startswith("ddp") and count == 1 and nodes == 1:
         log.warning("trainer.strategy=%s with one device: DDP adds overhead and no speed", strategy)
 
 
