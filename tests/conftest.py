@@ -19,6 +19,7 @@ The two fixtures most tests need:
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -101,6 +102,13 @@ def project_copy(tmp_path: Path, parts: tuple[str, ...] = ("src", "configs")) ->
             shutil.copy2(source, root / part)
     (root / ".venv").symlink_to(Path(sys.executable).parents[1])
     return root
+
+
+def copy_environment(root: Path) -> dict[str, str]:
+    """The environment of a process in a :func:`project_copy`: its ``src/`` is the package."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "LIGHTSPEED_ROOT")}
+    env["PYTHONPATH"] = str(root / "src")
+    return env
 
 
 def rgb_class_folders(folder: Path, classes: int = 3, per_class: int = 12) -> None:

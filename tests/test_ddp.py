@@ -94,13 +94,20 @@ def test_batch_plan_line_and_the_one_line_refusal() -> None:
         dm.plan_batches(3)
 
 
+def env_with_module(folder: Path, name: str, source: str, **extra: str) -> dict[str, str]:
+    """This environment with ``folder/name.py`` (holding ``source``) importable first."""
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.py").write_text(source)
+    path = os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def audit_env(tmp_path: Path, root: Path) -> dict[str, str]:
-    hook_dir = tmp_path / "audit_hook"
-    hook_dir.mkdir(exist_ok=True)
-    (hook_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
-    path = os.pathsep.join([str(hook_dir), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     log = tmp_path / "rank_writes.log"
-    return {**os.environ, "PYTHONPATH": path, "AUDIT_ROOT": str(root), "AUDIT_LOG": str(log)}
+    return env_with_module(
+        tmp_path / "audit_hook", "sitecustomize", AUDIT_HOOK,
+        AUDIT_ROOT=str(root), AUDIT_LOG=str(log),
+    )  # fmt: skip
 
 
 def command(tiny_data: Path, root: Path, *extra: str) -> list[str]:
@@ -295,15 +302,12 @@ def test_nan_on_one_rank_stops_or_skips_every_rank(
     prints one line, exit 2 (a rank stopping alone left rank zero with a gloo traceback).
     ``skip``: every rank skips the step; rank zero, whose own loss was finite, would otherwise
     apply the all-reduced NaN gradients and end with NaN weights."""
-    (tmp_path / "poison_rank.py").write_text(POISON)
-    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = env_with_module(tmp_path / "poison", "poison_rank", POISON)
     argv = command(
         tiny_data, tmp_path / "run", "trainer=ddp_cpu", "trainer.max_epochs=3",
         f"callbacks.nan_guard.action={action}", "+callbacks.poison._target_=poison_rank.PoisonRank",
     )  # fmt: skip
-    done = subprocess.run(
-        argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, timeout=300
-    )
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     out = done.stdout + done.stderr
     assert "Traceback" not in out, out[-3000:]
     if action == "stop":

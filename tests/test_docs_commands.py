@@ -20,7 +20,6 @@ tests/test_recipes.py.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, project_copy, rgb_class_folders, write_tiny_idx
+from conftest import REPO, copy_environment, project_copy, rgb_class_folders, write_tiny_idx
 
 PAGES = ("README.md", "docs/data.md", "docs/reliability.md", "docs/scale-out.md")
 FOLLOWED_BY_RECIPE_TESTS = ("docs/own_model.md", "docs/own_data.md")
@@ -93,12 +92,6 @@ def test_every_command_is_run_or_covered_elsewhere() -> None:
     assert any(needs_gpu(c) for c in shown)
 
 
-def environment(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "LIGHTSPEED_ROOT")}
-    env["PYTHONPATH"] = str(root / "src")  # the copy, not the checkout, is the package
-    return env
-
-
 def fit_runs(root: Path) -> list[Path]:
     """Fit run dirs with a ``last.ckpt``, oldest first."""
     return sorted(
@@ -114,7 +107,7 @@ def stopped_fit(root: Path, *overrides: str) -> Path:
     proc = subprocess.Popen(
         [".venv/bin/lightspeed", "callbacks.progress_bar=null", *overrides],
         cwd=root,
-        env=environment(root),
+        env=copy_environment(root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -164,7 +157,7 @@ def follow(page: str, tmp_path: Path) -> int:
             command,
             shell=True,
             cwd=root,
-            env=environment(root),
+            env=copy_environment(root),
             capture_output=True,
             text=True,
             timeout=600,

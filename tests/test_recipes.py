@@ -9,14 +9,13 @@ that does not run, fails here.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import project_copy, rgb_class_folders, write_tiny_idx
+from conftest import copy_environment, project_copy, rgb_class_folders, write_tiny_idx
 
 REPO = Path(__file__).resolve().parents[1]
 FILE_BLOCK = re.compile(r"```\w+ file=(\S+)\n(.*?)```", re.S)
@@ -45,8 +44,7 @@ def follow(page: str, root: Path) -> list[str]:
 
 
 def run(command: str, root: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "LIGHTSPEED_ROOT")}
-    env["PYTHONPATH"] = str(root / "src")  # the copy, not the checkout, is the package
+    env = copy_environment(root)
     proc = subprocess.run(
         command, shell=True, cwd=root, env=env, capture_output=True, text=True, timeout=300
     )
