@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import quiet_tiny_run
@@ -24,6 +25,7 @@ from conftest import quiet_tiny_run
 from lightspeed import cli
 from lightspeed.checkpoint import CHECKPOINT_KEY
 from lightspeed.cli import precheck
+from lightspeed.config import gpu_present
 from lightspeed.errors import UserError
 
 IDX_TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
@@ -168,7 +170,7 @@ CONFIG_CASES = [
     ("model-option", ["model=resnet999"], "model=resnet999 is not an option of 'model'"),
     ("precision-name", ["trainer.precision=fp8"], "trainer.precision=fp8 is not supported"),
     ("precision-device", ["trainer=cpu", "trainer.precision=16-mixed"], "needs a CUDA GPU"),
-    ("gpu-absent", ["trainer.accelerator=gpu", "trainer.devices=4"], "no CUDA GPU"),
+    ("gpu-absent", ["trainer.accelerator=gpu", "trainer.devices=4"], "no CUDA GPU"),  # no GPU only
     ("never-stops", ["trainer.max_epochs=-1", "trainer.max_steps=-1"], "never stops"),
     ("task-typo", ["task=trian"], "task=trian is not a task"),
     ("validate-no-weights", ["task=validate"], "needs the weights to use: add ckpt_path"),
@@ -202,14 +204,60 @@ CONFIG_CASES = [
 ]
 
 
+NO_GPU_ONLY = pytest.mark.skipif(
+    gpu_present(), reason="valid where a GPU is; tests/test_gpu.py checks the device count there"
+)
+
+
 @pytest.mark.parametrize(
-    ("overrides", "fragment"), [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES]
+    ("overrides", "fragment"),
+    [
+        pytest.param(*c[1:], id=c[0], marks=NO_GPU_ONLY if c[0] == "gpu-absent" else ())
+        for c in CONFIG_CASES
+    ],
 )
 def test_config_mistake_is_one_line(overrides: list[str], fragment: str, tmp_path: Path) -> None:
     with pytest.raises(UserError) as info:
         precheck([f"paths.root_dir={tmp_path}", *overrides])
     line = str(info.value)
     assert "\n" not in line and fragment in line
+
+
+class Wrapper(L.LightningModule):
+    """A model wrapping ``net``, or lacking one when ``net`` is None."""
+
+    def __init__(self, net: torch.nn.Module | None) -> None:
+        super().__init__()
+        if net is not None:
+            self.net = net  # a registered submodule: reached through nn.Module.__getattr__
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@pytest.mark.parametrize(
+    ("net", "fragment"),
+    [
+        (None, "model: Wrapper has no 'net'; the entry expects"),
+        (torch.nn.Linear(3, 10), "model.net Linear cannot take the data's images [1, 8, 8]"),
+        (
+            torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5)),
+            "model.net Sequential outputs [5] logits per image but the data has 10 classes",
+        ),
+    ],
+    ids=["no-net", "wrong-input", "wrong-classes"],
+)
+def test_model_that_does_not_fit_the_data_is_one_line(net, fragment: str) -> None:
+    from types import SimpleNamespace
+
+    from lightspeed.build import check_contracts
+
+    data = SimpleNamespace(image_size=[8, 8], in_channels=1, num_classes=10)
+    with pytest.raises(UserError) as info:
+        check_contracts(data, Wrapper(net))
+    assert "\n" not in str(info.value) and fragment in str(info.value), str(info.value)
+    fits = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    check_contracts(data, Wrapper(fits))  # a net held as a submodule passes, on every Python
 
 
 def cli_error(argv: list[str], capsys) -> str:

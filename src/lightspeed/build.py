@@ -27,7 +27,6 @@ from lightspeed.callbacks.checkpointing import AtomicCheckpointIO, RestoreLoader
 from lightspeed.callbacks.metadata import RunMetadata
 from lightspeed.callbacks.plots import CurvePlotter
 from lightspeed.callbacks.speed import SpeedMonitor
-from lightspeed.contracts import ModelContract
 from lightspeed.errors import ConfigError, UserError
 from lightspeed.resume import count_train_batches, job_checkpoint, start_resumed_fit
 from lightspeed.rundir import prepare_run_dir, session_file
@@ -158,7 +157,9 @@ def bind_data_resolver(datamodule: Any) -> None:
 
 def check_contracts(datamodule: Any, module: Any) -> None:
     """One line, before training, when the model does not fit the data's shape."""
-    if not isinstance(module, ModelContract):
+    # not isinstance(module, ModelContract): from Python 3.12 that looks attributes up
+    # statically and misses nn.Module's submodules (kept in _modules, found by __getattr__)
+    if not isinstance(getattr(module, "net", None), torch.nn.Module):
         raise ConfigError(
             f"model: {type(module).__name__} has no 'net'; the entry expects a LightningModule "
             "wrapping an nn.Module as .net (see lightspeed.contracts.ModelContract)"
