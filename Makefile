@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 .DEFAULT_GOAL := help
 
-.PHONY: help install data train test test-full lint format tensorboard bench bench-fit tune-loader bench-data clean
+.PHONY: help install data train test test-full test-gpu lint format tensorboard bench bench-fit tune-loader bench-data clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test: install ## fast test suite
 
 test-full: install ## all tests, including slow ones
 	$(VENV)/bin/pytest -q -m "" $(ARGS)
+
+test-gpu: install ## the GPU tests alone (tests/test_gpu.py), on this machine's GPU; make test hides it
+	LIGHTSPEED_TEST_GPU=1 $(VENV)/bin/pytest -q -m gpu $(ARGS)
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -88,8 +88,8 @@ def hand_loop(built, steps: int, warmup: int, loader=None) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0
-    mem_key, mem = peak_memory_mb(device)
-    return {"samples_per_s": steps * dm.batch_size / elapsed, "first_step_s": t_first, mem_key: mem}
+    speed = {"samples_per_s": steps * dm.batch_size / elapsed, "first_step_s": t_first}
+    return speed | peak_memory_mb(device)
 
 
 def template_loop(built, steps: int, warmup: int) -> dict:
@@ -289,11 +289,14 @@ def main() -> int:
         },
         "startup": startup,
         "peak_memory_mb": {
-            k: max((val for x in v for key, val in x.items() if key.endswith("_mb")), default=None)
+            k: max(
+                (m for x in v if (m := x.get("gpu_peak_mem_mb", x.get("cpu_peak_rss_mb")))),
+                default=None,
+            )
             for k, v in runs.items()
         },
     }
-    stem = "bench_gpu" if info["gpus"] else "bench_cpu"
+    stem = "bench_cuda" if info["gpus"] else "bench_cpu"  # bench_gpu.*: scripts/bench_gpu.sh
     path = write_results(result, markdown(result), stem, args.record, args.out)
     print(markdown(result))
     print(f"wrote {path}.{{json,md}}")

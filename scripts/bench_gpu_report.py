@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,13 @@ def fit_results(run_dir: Path) -> dict | None:
     }
 
 
+def pytest_outcome(log: Path) -> dict | None:
+    """The tests step's figures: pytest's closing line, e.g. ``10 passed in 41.20s``."""
+    lines = [line.strip(" =") for line in log_tail(log, 5)]
+    outcome = [line for line in lines if re.search(r"\d+ (passed|failed|skipped|error)", line)]
+    return {"outcome": outcome[-1]} if outcome else None
+
+
 def bench_results(folder: Path) -> tuple[dict | None, dict | None]:
     """The step's figures (the template side) and bench.py's whole result, newest file."""
     files = sorted(folder.glob("bench_*.json"), key=lambda p: p.stat().st_mtime)
@@ -104,6 +112,8 @@ def collect(results: Path) -> tuple[list[dict], dict | None]:
     for step in steps:
         if step["name"] == "bench":
             figures, bench = bench_results(results / "bench")
+        elif step["name"] == "tests":
+            figures = pytest_outcome(results / "tests.log")
         else:
             figures = fit_results(results / step["name"])
         step["results"] = figures
@@ -148,8 +158,9 @@ def markdown(r: dict) -> str:
         if f.get("peak_memory_kind"):
             mem += f" ({f['peak_memory_kind']})"
         acc = f.get("test_acc")
+        status = f"{s['status']}: {f['outcome']}" if f.get("outcome") else s["status"]
         lines.append(
-            f"| {s['name']} | {s['description']} | {s['status']} | {f.get('precision') or '-'} "
+            f"| {s['name']} | {s['description']} | {status} | {f.get('precision') or '-'} "
             f"| {fmt(None if acc is None else 100 * acc, '.2f', '%')} "
             f"| {fmt(f.get('train_time_s'), '.1f')} | {fmt(f.get('samples_per_s'), ',.0f')} "
             f"| {fmt(f.get('time_to_first_step_s'), '.2f')} | {mem} | {s['seconds']:.1f} |"

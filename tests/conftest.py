@@ -15,6 +15,11 @@ The two fixtures most tests need:
     (or ``output_dir``), ``paths.root_dir`` is ``tmp_path``, an IDX data set is ``tiny_data``
     with ``val_size=100`` and no download, and progress bars, model summary and config
     printing are off. Overrides are applied on top, so a test can put any of these back.
+
+The suite runs on the CPU wherever it runs, a GPU machine included: its golden losses, exact
+resumes and sync counts are CPU facts. It hides CUDA from itself and every process it starts
+(``CUDA_VISIBLE_DEVICES=""``) unless ``LIGHTSPEED_TEST_GPU=1``; ``make test-gpu`` sets that and
+runs the GPU tests (``tests/test_gpu.py``, marker ``gpu``) alone.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ import pytest
 from omegaconf import DictConfig
 
 from lightspeed.data.idx import write_idx
+
+if os.environ.get("LIGHTSPEED_TEST_GPU") != "1":  # before torch looks for a GPU
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SHAPE = (28, 28)

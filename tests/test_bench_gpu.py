@@ -22,7 +22,7 @@ from lightspeed.cli import compose
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "bench_gpu.sh"
-STEPS = ["bench", "fit_default", "fit_gpu_data", "fp16", "bf16", "fashion_gpu", "compile"]
+STEPS = ["tests", "bench", "fit_default", "fit_gpu_data", "fp16", "bf16", "fashion_gpu", "compile"]
 FIGURES = ("test_acc", "train_time_s", "samples_per_s", "time_to_first_step_s", "peak_memory_mb")
 
 pytestmark = pytest.mark.skipif(
@@ -70,6 +70,8 @@ def test_gpu_steps_compose(tmp_path: Path) -> None:
     """Every command of the real (GPU) run is a config Hydra composes, as the device will."""
     steps = listed("--dir", str(tmp_path))
     assert list(steps) == STEPS
+    tests = steps.pop("tests")  # the GPU tests, with the GPU shown to them
+    assert tests[:2] == ["env", "LIGHTSPEED_TEST_GPU=1"] and tests[-1] == "tests/test_gpu.py"
     assert steps["bench"][1:3] == ["scripts/bench.py", "--repeats"]
     for name, argv in steps.items():
         args = overrides(argv)
@@ -84,12 +86,12 @@ def test_gpu_steps_compose(tmp_path: Path) -> None:
 
 
 def fake_python(tmp_path: Path) -> Path:
-    """An interpreter whose training commands all fail: the real one for everything else."""
+    """An interpreter whose training and test commands all fail: the real one otherwise."""
     path = tmp_path / "python"
     path.write_text(
         "#!/usr/bin/env bash\n"
         'case "$1 $2" in\n'
-        '  "-m lightspeed"|scripts/bench.py*) echo "planted failure: $*" >&2; exit 3 ;;\n'
+        '  "-m lightspeed"|"-m pytest"|scripts/bench.py*) echo "planted failure: $*" >&2; exit 3 ;;\n'
         "esac\n"
         f'exec {shlex.quote(sys.executable)} "$@"\n'
     )
@@ -127,7 +129,7 @@ def test_failed_and_skipped_steps_are_reported(tmp_path: Path) -> None:
     assert len(report["steps"]) == len(STEPS) and out.returncode == 1
 
 
-@pytest.mark.slow  # seven processes on the CPU, one of them compiling: ~2.5 min on 2 cores
+@pytest.mark.slow  # eight processes on the CPU, one of them compiling: ~2.5 min on 2 cores
 def test_dry_run_reports_every_step(tiny_data: Path, tmp_path: Path) -> None:
     results = tmp_path / "results"
     committed = {p: p.stat().st_mtime for p in (REPO / "benchmarks" / "results").iterdir()}
@@ -148,6 +150,9 @@ def test_dry_run_reports_every_step(tiny_data: Path, tmp_path: Path) -> None:
     for step in report["steps"]:
         assert step["status"] == "ok", step
         figures = step["results"]
+        if step["name"] == "tests":  # no GPU here: each GPU test skips
+            assert "skipped" in figures["outcome"] and "failed" not in figures["outcome"]
+            continue
         wanted = FIGURES[2:] if step["name"] == "bench" else FIGURES
         for key in wanted:
             assert isinstance(figures[key], int | float) and figures[key] >= 0, (step["name"], key)

@@ -43,8 +43,9 @@ ELSEWHERE = {
     "srun ": "a SLURM allocation; tests/test_slurm.py::"
     "test_time_limit_signal_requeues_and_the_requeued_job_resumes runs the same command",
 }
-NO_GPU = (
-    "lightspeed: error: trainer.accelerator=gpu but this machine has no CUDA GPU; use trainer=cpu"
+NO_GPU = (  # the config check's line; where a GPU is but hidden (conftest), the build's
+    "lightspeed: error: trainer.accelerator=gpu but this machine has no CUDA GPU; use trainer=cpu",
+    "lightspeed: error: trainer.accelerator=gpu but torch sees no CUDA GPU; use trainer=cpu",
 )
 BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 TEXT_BLOCK = re.compile(r"```text\n(.*?)```", re.S)
@@ -164,7 +165,7 @@ def follow(page: str, tmp_path: Path) -> int:
         )
         last_line = (proc.stderr.strip().splitlines() or [""])[-1]
         if needs_gpu(command) and not has_gpu():
-            assert (proc.returncode, last_line) == (2, NO_GPU), f"{command}\n{proc.stderr[-2000:]}"
+            assert proc.returncode == 2 and last_line in NO_GPU, f"{command}\n{proc.stderr[-2000:]}"
         elif output is not None:
             assert last_line == output, f"{command}\n{proc.stderr[-2000:]}"
         else:

@@ -1,8 +1,9 @@
-"""The GPU roads, where a CUDA GPU is: ``pytest -m gpu tests/test_gpu.py`` on a GPU machine.
+"""The GPU roads, where a CUDA GPU is: ``make test-gpu`` on a GPU machine.
 
-Skipped where torch sees no GPU (CI). Each test runs the functions the entry point runs, on the
-tiny generated data, with ``trainer=gpu``: automatic precision, GPU-resident data, 16-bit and
-compiled steps, host syncs per step, NaN handling with the device-side flag, device counts.
+Skipped where torch sees no GPU: on CI, and in ``make test``, which hides the GPU (conftest).
+Each test runs the functions the entry point runs, on the tiny generated data, with
+``trainer=gpu``: automatic precision, GPU-resident data, 16-bit and compiled steps, host syncs
+per step, NaN handling with the device-side flag, device counts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lightspeed.errors import UserError
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: make test-gpu"),
 ]
 GPU = ["trainer=gpu", "data.batch_size=50", "data.eval_batch_size=100"]
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1"]

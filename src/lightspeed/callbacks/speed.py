@@ -21,17 +21,18 @@ from lightspeed import PROCESS_START
 from lightspeed.constraints import NonNegativeInt
 
 
-def peak_memory_mb(device: torch.device) -> tuple[str, float]:
-    """Peak memory of this process: CUDA allocator peak on a GPU, else peak resident set size."""
-    if device.type == "cuda":
-        return "gpu_peak_mem_mb", torch.cuda.max_memory_allocated(device) / 2**20
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Peak memory of this process: resident set size, and the CUDA allocator's on a GPU."""
     try:  # Linux: this program's own peak. ru_maxrss also counts the parent's peak at fork
         # (a run launched by a large process, e.g. a notebook or a benchmark, would show it)
         status = Path("/proc/self/status").read_text()
-        return "cpu_peak_rss_mb", int(status.split("VmHWM:")[1].split()[0]) / 2**10
+        peaks = {"cpu_peak_rss_mb": int(status.split("VmHWM:")[1].split()[0]) / 2**10}
     except (OSError, IndexError, ValueError):
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return "cpu_peak_rss_mb", rss / (2**20 if sys.platform == "darwin" else 2**10)
+        peaks = {"cpu_peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10)}
+    if device.type == "cuda":
+        peaks["gpu_peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peaks
 
 
 class SpeedMonitor(L.Callback):
@@ -83,12 +84,11 @@ class SpeedMonitor(L.Callback):
             return
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
-        mem_key, mem = peak_memory_mb(pl_module.device)
         stats = {
             "samples_per_s": self._samples / self._cycle,
             "step_ms": 1000 * self._cycle / self._steps,
             "data_wait_share": self._wait / self._cycle,
-            mem_key: mem,
+            **peak_memory_mb(pl_module.device),
         }
         self.summary.update({k: round(v, 4) for k, v in stats.items()})
         for logger in trainer.loggers:
