@@ -94,7 +94,12 @@ def test_option_builds(option: tuple[str, str], cfg_factory) -> None:
     devices = cfg.trainer.get("devices")
     if needs_gpu(cfg) and isinstance(devices, int) and devices > torch.cuda.device_count():
         pytest.skip(f"{override} needs {devices} GPUs, torch sees {torch.cuda.device_count()}")
-    built = build(cfg)
+    try:
+        built = build(cfg)
+    except ConfigError as e:  # an extra's package (wandb, mlflow): its line is test_trackers'
+        if "which is not installed" not in str(e):
+            raise
+        pytest.skip(str(e))
 
     assert isinstance(built.datamodule, hydra.utils.get_class(cfg.data._target_))
     assert isinstance(built.module, hydra.utils.get_class(cfg.model._target_))
