@@ -15,12 +15,14 @@ A command is run unless it needs what a CI machine lacks: ``ELSEWHERE`` names it
 that covers its code path. On a machine without a GPU, a GPU command must stop with its
 one-line refusal. A command that is neither run nor listed fails the fast check, so a command
 added to a page is run the day it is written. own_model.md and own_data.md are followed by
-tests/test_recipes.py.
+tests/test_recipes.py. Commands written inside sentences are fragments: a fast test checks the
+targets, extras, scripts and overrides they name.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -91,6 +93,44 @@ def test_every_command_is_run_or_covered_elsewhere() -> None:
     with_commands = {p for p in pages if commands(p)}
     assert with_commands <= set(PAGES) | set(FOLLOWED_BY_RECIPE_TESTS)
     assert any(needs_gpu(c) for c in shown)
+
+
+# a command written inside a sentence: `make ...`, `.venv/bin/...`, `lightspeed ...`, `bash ...`
+INLINE = re.compile(r"`((?:make|lightspeed|bash|python|\.venv/bin/\w+)(?: [^`]*)?)`")
+
+
+def inline_commands(page: str) -> list[str]:
+    """Commands in a page's prose (outside its code blocks)."""
+    text = re.sub(r"```.*?```", "", (REPO / page).read_text(), flags=re.S)
+    return INLINE.findall(text)
+
+
+def test_inline_commands_name_what_exists() -> None:
+    """Prose commands are fragments (``...`` stands for the reader's own overrides), so they are
+    checked, not run: each names a Makefile target, an extra of pyproject.toml, a script of the
+    checkout, and overrides that pass the config check."""
+    from lightspeed.cli import precheck
+
+    targets = set(re.findall(r"^([a-z][\w-]*):", (REPO / "Makefile").read_text(), re.M))
+    pyproject = (REPO / "pyproject.toml").read_text()
+    extras = pyproject.split("[project.optional-dependencies]")[1].split("\n[")[0]
+    pages = ["README.md", *(str(p.relative_to(REPO)) for p in sorted((REPO / "docs").glob("*.md")))]
+    seen = 0
+    for page in pages:
+        for command in inline_commands(page):
+            seen += 1
+            words = shlex.split(command)
+            where = f"{page}: `{command}`"
+            if words[0] == "make":
+                assert len(words) == 1 or words[1] in targets, where
+            for word in words:
+                for extra in re.findall(r"\.\[(\w+)\]", word):
+                    assert re.search(rf"^{extra} = \[", extras, re.M), where
+                if word.startswith("scripts/"):
+                    assert (REPO / word).is_file(), where
+            if words[0].endswith("lightspeed") and "..." not in command:
+                precheck([w for w in words[1:] if "=" in w and not w.startswith("-")])
+    assert seen > 20
 
 
 def fit_runs(root: Path) -> list[Path]:
