@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from lightspeed import hardware
     from lightspeed.data.hdf5 import write_hdf5
-    from lightspeed.data.idx import read_idx_pair
-    from lightspeed.data.sources import locate
+    from myproject.idx import read_idx_pair
+    from myproject.sources import locate
 
     t_start = time.perf_counter()
     load_start = round(os.getloadavg()[0], 2)

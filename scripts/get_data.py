@@ -18,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lightspeed.data.idx import read_idx_pair
-from lightspeed.data.sources import SOURCES, Located, locate
+from myproject.idx import read_idx_pair
+from myproject.sources import SOURCES, Located, locate
 from lightspeed.errors import DataError
 
 

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightspeed.data.idx_datamodule import IdxDataModule
-from lightspeed.models.nets import SmallCNN
+from myproject.idx_datamodule import IdxDataModule
+from myproject.nets import SmallCNN
 
 
 def parse() -> argparse.Namespace:

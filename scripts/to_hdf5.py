@@ -24,16 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from lightspeed.data.hdf5 import write_hdf5
-from lightspeed.data.idx import read_idx_pair
+from myproject.idx import read_idx_pair
 from lightspeed.data.image_folder import list_images, open_image
-from lightspeed.data.sources import SOURCES, locate
+from myproject.sources import SOURCES, locate
 from lightspeed.errors import UserError
 
 log = logging.getLogger("to_hdf5")
 
 
 def from_idx(name: str, data_dir: str | None, cache_dir: str) -> tuple[dict, list[str]]:
-    """The train/test arrays of an IDX data set found by :func:`lightspeed.data.sources.locate`."""
+    """The train/test arrays of an IDX data set found by :func:`myproject.sources.locate`."""
     found = locate(SOURCES[name], data_dir, cache_dir, download=False)
     splits = {split: read_idx_pair(*found.files[split]) for split in ("train", "test")}
     return splits, list(SOURCES[name].class_names)

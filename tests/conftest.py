@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
-from lightspeed.data.idx import write_idx
+from myproject.idx import write_idx
 
 if os.environ.get("LIGHTSPEED_TEST_GPU") != "1":  # before torch looks for a GPU
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -143,7 +143,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_hdf5(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
     """The tiny IDX data set as one HDF5 file (``data=hdf5``)."""
     from lightspeed.data.hdf5 import write_hdf5
-    from lightspeed.data.idx import read_idx_pair
+    from myproject.idx import read_idx_pair
 
     splits = {
         split: read_idx_pair(tiny_data / images, tiny_data / labels)

@@ -53,7 +53,7 @@ def wrong_magic_idx(tiny: Path, tmp: Path) -> list[str]:
 
 
 def label_count_mismatch(tiny: Path, tmp: Path) -> list[str]:
-    from lightspeed.data.idx import read_idx, write_idx
+    from myproject.idx import read_idx, write_idx
 
     d = copy_data(tiny, tmp / "data")
     labels = read_idx(d / IDX_TRAIN_LABELS)

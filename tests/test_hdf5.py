@@ -12,8 +12,8 @@ import torch
 
 from lightspeed.config import validate
 from lightspeed.data.hdf5 import Hdf5DataModule, Hdf5Dataset, inspect_file, write_hdf5
-from lightspeed.data.idx import write_idx
-from lightspeed.data.idx_datamodule import IdxDataModule
+from myproject.idx import write_idx
+from myproject.idx_datamodule import IdxDataModule
 from lightspeed.errors import ConfigError, DataError
 
 h5py = pytest.importorskip("h5py")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightspeed.data.idx import read_idx, read_idx_pair, write_idx
+from myproject.idx import read_idx, read_idx_pair, write_idx
 from lightspeed.errors import DataError
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from lightspeed.contracts import DataModuleContract
-from lightspeed.data.idx import write_idx
-from lightspeed.data.idx_datamodule import IdxDataModule
+from myproject.idx import write_idx
+from myproject.idx_datamodule import IdxDataModule
 from lightspeed.data.memory import InMemoryBatchLoader
-from lightspeed.data.sources import SOURCES, IdxSource, locate
+from myproject.sources import SOURCES, IdxSource, locate
 from lightspeed.errors import ConfigError, DataError
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"

@@ -1,4 +1,4 @@
-"""Weight initialisation schemes (lightspeed.models.init), applied to any net with net.apply."""
+"""Weight initialisation schemes (myproject.init), applied to any net with net.apply."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightspeed.models.init import WEIGHT_INITS, initialize
-from lightspeed.models.nets import MLP, SmallCNN
+from myproject.init import WEIGHT_INITS, initialize
+from myproject.nets import MLP, SmallCNN
 
 
 class Wrapped(nn.Module):

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightspeed.constraints import PositiveInt, UnitInterval
-from lightspeed.models.init import initialize
+from myproject.init import initialize
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -33,7 +33,7 @@ class Classifier(L.LightningModule):
         scheduler_interval: ``step`` or ``epoch``.
         num_classes: number of classes (the config reads it from the data: ``${data:num_classes}``).
         label_smoothing: cross-entropy label smoothing, in [0, 1).
-        init: weight initialisation of the net's layers (:mod:`lightspeed.models.init`);
+        init: weight initialisation of the net's layers (:mod:`myproject.init`);
             ``default`` keeps the net's own.
     """
 

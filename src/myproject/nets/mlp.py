@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from lightspeed.constraints import PositiveInt, UnitInterval
-from lightspeed.models.nets.cnn import side_lengths
+from myproject.nets.cnn import side_lengths
 
 
 class MLP(nn.Module):

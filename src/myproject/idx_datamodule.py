@@ -1,7 +1,7 @@
 """LightningDataModule for IDX image sets: Fashion-MNIST by default, MNIST by config.
 
 The whole set is held as uint8 tensors (on the CPU, or the GPU with ``device=cuda``) and each
-batch is normalised as it is drawn; where the files are looked for: :mod:`lightspeed.data.sources`.
+batch is normalised as it is drawn; where the files are looked for: :mod:`myproject.sources`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from lightspeed.data.base import ImageDataModule
-from lightspeed.data.idx import read_idx_pair
-from lightspeed.data.sources import SOURCES, locate
+from myproject.idx import read_idx_pair
+from myproject.sources import SOURCES, locate
 from lightspeed.data.stats import in_chunks, pixel_stats
 from lightspeed.errors import ConfigError, DataError
 

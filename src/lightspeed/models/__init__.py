@@ -1,1 +1,0 @@
-"""Models: the LightningModule (loss, metrics, optimisation) and plain nets in ``nets/``."""
