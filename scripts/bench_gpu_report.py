@@ -65,8 +65,8 @@ def fit_results(run_dir: Path) -> dict | None:
     mem, kind = peak_memory(s)
     return {
         "precision": s.get("precision"),
-        "test_acc": s.get("test_acc"),
-        "best_val_acc": s.get("best_val_acc"),
+        "test_acc": s.get("metrics", {}).get("test/acc"),
+        "best_val_acc": s.get("objective", {}).get("best"),
         "train_time_s": s.get("train_time_s"),
         "samples_per_s": s.get("samples_per_s"),
         "step_ms": s.get("step_ms"),

@@ -18,9 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lightspeed.errors import DataError
 from myproject.idx import read_idx_pair
 from myproject.sources import SOURCES, Located, locate
-from lightspeed.errors import DataError
 
 
 def write_image_folder(found: Located, class_names: tuple[str, ...], out: Path, per_class: int):

@@ -20,7 +20,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 def build_run(overrides: list[str], out_dir: str | Path):
     """``lightspeed.build.build`` of the config that ``overrides`` compose to, output in ``out_dir``."""
     from lightspeed.build import build
-    from lightspeed.cli import compose_for_run
+    from lightspeed.plan import compose_for_run
 
     cfg = compose_for_run(overrides, out_dir)
     for name in list(logging.root.manager.loggerDict):

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from lightspeed.data.hdf5 import write_hdf5
-from myproject.idx import read_idx_pair
 from lightspeed.data.image_folder import list_images, open_image
-from myproject.sources import SOURCES, locate
 from lightspeed.errors import UserError
+from myproject.idx import read_idx_pair
+from myproject.sources import SOURCES, locate
 
 log = logging.getLogger("to_hdf5")
 

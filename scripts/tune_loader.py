@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Column, Table
 
     from lightspeed import hardware
-    from lightspeed.cli import precheck
     from lightspeed.data.base import ImageDataModule
     from lightspeed.data.loading import resolve_loader_settings
     from lightspeed.errors import UserError
+    from lightspeed.plan import precheck
 
     console = Console()
     t_start = time.perf_counter()

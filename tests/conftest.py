@@ -10,7 +10,7 @@ The two fixtures most tests need:
 
 ``cfg_factory``
     ``cfg_factory(overrides=None, output_dir=None)`` composes ``configs/train.yaml`` the way the
-    entry point does and returns a config ready for ``lightspeed.build.run_task`` /
+    entry point does and returns a config ready for ``lightspeed.session.run_task`` /
     ``build``: HydraConfig is set, ``paths.output_dir`` is a fresh folder under ``tmp_path``
     (or ``output_dir``), ``paths.root_dir`` is ``tmp_path``, an IDX data set is ``tiny_data``
     with ``val_size=100`` and no download, and progress bars, model summary and config
@@ -180,7 +180,7 @@ def cfg_factory(
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from lightspeed.cli import compose_for_run
+    from lightspeed.plan import compose_for_run
 
     counter = iter(range(1_000_000))
     # Each data module's keys that point at data: set to the tiny data unless the test sets them.

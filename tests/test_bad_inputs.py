@@ -1,8 +1,8 @@
 """Bad inputs: each gives one clear line (a UserError, exit 2 from the CLI), loses no earlier
 run's files and leaves no half-written checkpoint. docs/reliability.md lists every message.
 
-Config mistakes go through ``lightspeed.cli.precheck`` (what the entry point runs before
-Hydra); file and runtime problems through ``lightspeed.build.run_task`` on the tiny data.
+Config mistakes go through ``lightspeed.plan.precheck`` (what the entry point runs before
+Hydra); file and runtime problems through ``lightspeed.session.run_task`` on the tiny data.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import torch
 from conftest import quiet_tiny_run
 
 from lightspeed import cli
-from lightspeed.checkpoint import CHECKPOINT_KEY
-from lightspeed.cli import precheck
 from lightspeed.config import gpu_present
 from lightspeed.errors import UserError
+from lightspeed.plan import precheck
+from lightspeed.run.checkpoint import CHECKPOINT_KEY
+from myproject.classifier import Classifier
 
 IDX_TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 IDX_TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -224,7 +225,8 @@ def test_config_mistake_is_one_line(overrides: list[str], fragment: str, tmp_pat
 
 
 class Wrapper(L.LightningModule):
-    """A model wrapping ``net``, or lacking one when ``net`` is None."""
+    """A model wrapping ``net``, or lacking one when ``net`` is None; it keeps the engine's
+    contract the way the example Classifier does."""
 
     def __init__(self, net: torch.nn.Module | None) -> None:
         super().__init__()
@@ -234,12 +236,25 @@ class Wrapper(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    example_input = Classifier.example_input
+    check_output = Classifier.check_output
+    export_input = Classifier.export_input
+    prediction_table = Classifier.prediction_table
+
+
+class Bare(L.LightningModule):
+    """A LightningModule with a net and nothing of the engine's contract."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 2)
+
 
 @pytest.mark.parametrize(
     ("net", "fragment"),
     [
         (None, "model: Wrapper has no 'net'; the entry expects"),
-        (torch.nn.Linear(3, 10), "model.net Linear cannot take the data's images [1, 8, 8]"),
+        (torch.nn.Linear(3, 10), "model.net Linear cannot take the data's inputs [1, 8, 8]"),
         (
             torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5)),
             "model.net Sequential outputs [5] logits per image but the data has 10 classes",
@@ -252,12 +267,27 @@ def test_model_that_does_not_fit_the_data_is_one_line(net, fragment: str) -> Non
 
     from lightspeed.build import check_contracts
 
-    data = SimpleNamespace(image_size=[8, 8], in_channels=1, num_classes=10)
+    from lightspeed.contracts import DATA_METHODS
+
+    loaders = dict.fromkeys(DATA_METHODS, lambda *args: None)
+    data = SimpleNamespace(image_size=[8, 8], in_channels=1, num_classes=10, **loaders)
     with pytest.raises(UserError) as info:
         check_contracts(data, Wrapper(net))
     assert "\n" not in str(info.value) and fragment in str(info.value), str(info.value)
     fits = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     check_contracts(data, Wrapper(fits))  # a net held as a submodule passes, on every Python
+
+
+def test_model_without_the_engine_contract_is_one_line() -> None:
+    from types import SimpleNamespace
+
+    from lightspeed.build import check_contracts
+
+    with pytest.raises(UserError) as info:
+        check_contracts(SimpleNamespace(), Bare())
+    message = str(info.value)
+    assert message.startswith("model: Bare has no example_input, check_output, export_input, ")
+    assert "lightspeed.contracts.ModelContract" in message and "\n" not in message
 
 
 def cli_error(argv: list[str], capsys) -> str:
@@ -304,8 +334,8 @@ def made_checkpoint(tmp_path_factory, tiny_data: Path) -> tuple[Path, Path]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from lightspeed.build import run_task
-    from lightspeed.cli import compose
+    from lightspeed.plan import compose
+    from lightspeed.session import run_task
 
     out = tmp_path_factory.mktemp("made") / "run"
     cfg = compose(
@@ -358,7 +388,7 @@ CKPT_CASES: list[tuple[str, Callable, str]] = [
 
 
 def run_in_process(cfg_factory, overrides: list[str], output_dir: Path | None = None) -> None:
-    from lightspeed.build import run_task
+    from lightspeed.session import run_task
 
     cfg = cfg_factory(
         [
@@ -483,7 +513,7 @@ def test_callback_setting_is_one_line(
 
 
 def test_nan_loss_stops_with_step_and_last_good_checkpoint(cfg_factory) -> None:
-    from lightspeed.callbacks.nan_guard import NonFiniteLossError
+    from lightspeed.safety.nan_guard import NonFiniteLossError
 
     with pytest.raises(NonFiniteLossError) as info:
         run_in_process(
@@ -504,7 +534,7 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(cfg_factory) -> None:
 
 
 def test_nan_loss_skip_keeps_weights_finite(cfg_factory) -> None:
-    from lightspeed.build import run_task
+    from lightspeed.session import run_task
 
     cfg = cfg_factory(
         [

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import VAL_SIZE
 
-from lightspeed.cli import compose
+from lightspeed.plan import compose
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "bench_gpu.sh"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from lightspeed.callbacks.checkpointing import AtomicCheckpointIO
+from lightspeed.safety.checkpointing import AtomicCheckpointIO
 
 
 def test_io_loads_a_bare_state_dict(tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_unreadable_checkpoint_is_one_line(tmp_path: Path, monkeypatch) -> None:
     """Tests run as root, so a file without read permission is simulated."""
     import pytest
 
-    from lightspeed.checkpoint import CheckpointError, read_plain
+    from lightspeed.run.checkpoint import CheckpointError, read_plain
 
     path = tmp_path / "last.ckpt"
     path.write_bytes(b"PK\x03\x04")

@@ -88,14 +88,14 @@ def test_debug_fdr_smoke(tmp_path: Path, tiny_data: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "lightspeed fit summary" in proc.stdout
-    assert "test acc" in proc.stdout
+    assert "test/acc" in proc.stdout  # the metric as the module logged it
 
     runs = list((tmp_path / "logs" / "fit").iterdir())
     assert len(runs) == 1, runs
     run_dir = runs[0]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["run_dir"] == str(run_dir)
-    assert 0.0 <= summary["test_acc"] <= 1.0
+    assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0
     for name in ("config.yaml", "hardware.json", ".hydra/overrides.yaml"):
         assert (run_dir / name).is_file(), name
     # the run wrote only under paths.log_dir

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from lightspeed.cli import compose, config_dir, precheck
 from lightspeed.config import gpu_present
 from lightspeed.errors import ConfigError, UserError
+from lightspeed.plan import compose, config_dir, precheck
 
 CONFIG_DIR = config_dir()
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lightspeed.build import build, run_task
-from lightspeed.cli import precheck
+from lightspeed.build import build
+from lightspeed.plan import precheck
+from lightspeed.session import run_task
 
 # per-epoch checkpoint writes are most of a tiny epoch's time; these tests need none
 NO_CHECKPOINTS = [
@@ -38,7 +39,7 @@ def test_limit_runs_a_whole_short_fit(cfg_factory) -> None:
     cfg = cfg_factory(["debug=limit", "data.batch_size=32", "data.eval_batch_size=32"])
     summary = run_task(cfg)
     run = Path(cfg.paths.output_dir)
-    assert summary["test_acc"] is not None
+    assert summary["metrics"]["test/acc"] is not None
     assert summary["last_checkpoint"] and (run / "curves.png").is_file()  # unlike debug=fdr
     (val,) = rows(run, "val/acc")
     assert val["step"] == "9"  # one epoch of 10 batches (of 15), then validation

@@ -109,7 +109,7 @@ def test_inline_commands_name_what_exists() -> None:
     """Prose commands are fragments (``...`` stands for the reader's own overrides), so they are
     checked, not run: each names a Makefile target, an extra of pyproject.toml, a script of the
     checkout, and overrides that pass the config check."""
-    from lightspeed.cli import precheck
+    from lightspeed.plan import precheck
 
     targets = set(re.findall(r"^([a-z][\w-]*):", (REPO / "Makefile").read_text(), re.M))
     pyproject = (REPO / "pyproject.toml").read_text()

@@ -16,9 +16,10 @@ import pytest
 import torch
 from test_perf import SyncCounter
 
-from lightspeed.build import build, run_task
+from lightspeed.build import build
 from lightspeed.config import validate
 from lightspeed.errors import UserError
+from lightspeed.session import run_task
 
 pytestmark = [
     pytest.mark.gpu,
@@ -47,7 +48,7 @@ def test_auto_precision_on_gpu_and_its_checkpoint_tests_on_the_cpu(cfg_factory) 
     assert hardware["gpus"] and hardware["cuda_available"]
     # a checkpoint written on the GPU loads where there is none (map_location in the task)
     test = run(cfg_factory(["task=test", "trainer=cpu", f"ckpt_path={fit['last_checkpoint']}"]))
-    assert 0.0 <= test["test_acc"] <= 1.0
+    assert 0.0 <= test["metrics"]["test/acc"] <= 1.0
 
 
 def first_epoch(cfg) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -92,7 +93,7 @@ def test_gpu_fit_variants_train_and_save_plain_finite_weights(cfg_factory, overr
     keys = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert keys and not any("_orig_mod" in k for k in keys)
     assert finite_weights(ckpt)
-    assert 0.0 <= fit["test_acc"] <= 1.0
+    assert 0.0 <= fit["metrics"]["test/acc"] <= 1.0
 
 
 @pytest.mark.parametrize("data", ["fashion_mnist", "fashion_mnist_gpu"])

@@ -12,9 +12,9 @@ import torch
 
 from lightspeed.config import validate
 from lightspeed.data.hdf5 import Hdf5DataModule, Hdf5Dataset, inspect_file, write_hdf5
+from lightspeed.errors import ConfigError, DataError
 from myproject.idx import write_idx
 from myproject.idx_datamodule import IdxDataModule
-from lightspeed.errors import ConfigError, DataError
 
 h5py = pytest.importorskip("h5py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,7 +206,7 @@ def test_mean_without_std_refused(h5_file: Path) -> None:
 
 
 def compose_data(tmp_path: Path, *overrides: str):
-    from lightspeed.cli import compose
+    from lightspeed.plan import compose
 
     return compose([f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run", *overrides])
 

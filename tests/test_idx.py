@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from myproject.idx import read_idx, read_idx_pair, write_idx
 from lightspeed.errors import DataError
+from myproject.idx import read_idx, read_idx_pair, write_idx
 
 
 def images(n: int = 5, seed: int = 0) -> np.ndarray:

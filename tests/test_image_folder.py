@@ -205,7 +205,7 @@ def test_resize_images_script(image_root: Path, tmp_path: Path) -> None:
 
 def test_rgb_folders_train_with_no_shape_overrides(tmp_path: Path, cfg_factory) -> None:
     """`lightspeed data=image_folder data.data_dir=...` on RGB 32x32 class folders, as printed."""
-    from lightspeed.build import run_task
+    from lightspeed.session import run_task
 
     root = tmp_path / "mine"
     write_images(root / "train", (32, 32, 3), per_class=8, classes=("ant", "bee", "cow"))

@@ -9,7 +9,8 @@ import lightning as L
 import pytest
 import torch
 
-from lightspeed.build import build, resolve_precision, run_task
+from lightspeed.build import build, resolve_precision
+from lightspeed.session import run_task
 
 # Tensor methods that force a device→host copy (a sync on a GPU) when called on a tensor.
 SYNC_METHODS = ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import quiet_tiny_run
 
-from lightspeed.build import run_task
 from lightspeed.callbacks.plots import draw_curves, read_metrics
+from lightspeed.session import run_task
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
     """A run dir of a default-config fit on the tiny data (2 epochs, every step logged)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from lightspeed.cli import compose_for_run
+    from lightspeed.plan import compose_for_run
 
     root = tmp_path_factory.mktemp("curves")
     cfg = compose_for_run(
@@ -60,9 +60,9 @@ def test_default_fit_leaves_curves_png_with_its_panels(fitted: Path, tmp_path: P
     assert width > 2 * height > 0  # three panels side by side
     # the picture is drawn from the run's CSV: the same drawing gives these panels and curves
     panels = draw_curves({"run": fitted / "csv" / "metrics.csv"}, tmp_path / "again.png")
-    assert list(panels) == ["loss", "accuracy", "learning rate"]
-    assert panels["loss"] == ["train", "val"]
-    assert panels["accuracy"][:2] == ["train", "val"]  # + the test point: drawn after the fit
+    assert list(panels) == ["loss", "acc", "learning rate"]
+    assert panels["loss"] == ["train", "val", "test"]  # the test point: drawn after the fit
+    assert panels["acc"][:2] == ["train", "val"]  # + the test point: drawn after the fit
     assert panels["learning rate"] == ["SGD"]
 
 
@@ -91,7 +91,23 @@ def test_read_metrics_skips_empty_cells(tmp_path: Path) -> None:
     series = read_metrics(csv)
     assert series == {"lr-SGD": ([0.0], [0.1]), "train/loss": ([1.0], [2.5])}
     panels = draw_curves({"a": csv}, tmp_path / "one.png")
-    assert panels == {"loss": ["train"], "accuracy": [], "learning rate": ["SGD"]}
+    assert panels == {"loss": ["train"], "learning rate": ["SGD"]}
+
+
+def test_panels_follow_the_metrics_the_module_logs(tmp_path: Path) -> None:
+    """A regression's metrics get panels of their own: nothing in the plot names a metric."""
+    csv = tmp_path / "metrics.csv"
+    csv.write_text(
+        "epoch,step,train/loss,val/loss,val/rmse,val/mae,test/rmse,speed/step_ms\n"
+        "0,9,0.5,0.4,12.0,9.0,,3.0\n1,19,0.3,0.2,8.0,6.0,7.5,\n"
+    )
+    panels = draw_curves({"a": csv}, tmp_path / "reg.png")
+    assert panels == {
+        "loss": ["train", "val"],
+        "mae": ["val"],
+        "rmse": ["val", "test"],
+        "learning rate": [],
+    }
 
 
 def test_no_csv_logger_no_curves(cfg_factory) -> None:

@@ -78,7 +78,7 @@ def test_own_model_recipe(tmp_path: Path) -> None:
         run(command, root)
     runs = summaries(root)
     assert len(runs) == len(commands)
-    assert runs[-1]["test_acc"] is not None
+    assert runs[-1]["metrics"]["test/acc"] is not None
     config = (Path(runs[-1]["run_dir"]) / "config.yaml").read_text()
     assert "TinyResNet" in config
     assert "in_channels: 1" in config  # read from the data

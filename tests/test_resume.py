@@ -25,7 +25,7 @@ from conftest import quiet_tiny_run
 
 from lightspeed import cli
 from lightspeed.errors import ConfigError
-from lightspeed.resume import (
+from lightspeed.run.resume import (
     find_latest_run,
     merge_overrides,
     resolve_resume,
@@ -270,7 +270,7 @@ def test_resume_command_matches_the_launcher(tmp_path: Path, monkeypatch) -> Non
 
 def test_ckpt_path_keeps_working(cfg_factory, tmp_path: Path) -> None:
     """ckpt_path= resumes the full training state into a new run dir."""
-    from lightspeed.build import run_task
+    from lightspeed.session import run_task
 
     common = ["data.batch_size=100", "model.scheduler=null"]
     first = cfg_factory(["trainer.max_epochs=1", *common])
@@ -284,7 +284,7 @@ def test_ckpt_path_keeps_working(cfg_factory, tmp_path: Path) -> None:
 def test_resume_refuses_longer_run_with_fixed_length_schedule(cfg_factory) -> None:
     """OneCycleLR is sized for the first run; a longer fit from its checkpoint fails with one
     line up front (here in the job: run_task without the entry point's precheck)."""
-    from lightspeed.build import run_task
+    from lightspeed.session import run_task
 
     first = cfg_factory(["trainer.max_epochs=1", "data.batch_size=250"])
     run_task(first)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from lightspeed import rundir
 from lightspeed.errors import ConfigError
-from lightspeed.rundir import prepare_run_dir
+from lightspeed.run import rundir
+from lightspeed.run.rundir import prepare_run_dir
 
 HOLD = (
-    "import sys, time\nfrom lightspeed import rundir\n"
+    "import sys, time\nfrom lightspeed.run import rundir\n"
     "rundir.acquire(sys.argv[1])\nprint('held', flush=True)\ntime.sleep(120)"
 )
 
@@ -46,7 +46,7 @@ def test_second_writer_stops_and_a_killed_owners_lock_is_taken_over(tmp_path: Pa
     finally:
         proc.kill()
     assert (run_dir / rundir.LOCK_NAME).is_file()  # a kill -9 leaves the file behind
-    with caplog.at_level(logging.INFO, logger="lightspeed.rundir"):
+    with caplog.at_level(logging.INFO, logger="lightspeed.run.rundir"):
         prepare_run_dir(run_dir, resuming=True)
     assert f"pid {proc.pid}" in caplog.text and "taking over" in caplog.text
     assert f"pid={os.getpid()} " in (run_dir / rundir.LOCK_NAME).read_text()

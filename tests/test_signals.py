@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightspeed import cli
+from lightspeed import cli, plan
 
 
 def base(tiny_data: Path, root: Path) -> list[str]:
@@ -126,7 +126,7 @@ def test_kill_9_at_random_points_then_resume(tiny_data: Path, tmp_path: Path) ->
     assert seen_steps == sorted(seen_steps) and len(set(seen_steps)) > 5, seen_steps
     run = last.parent.parent
     final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    epochs = cli.compose([]).trainer.max_epochs  # the default run's length
+    epochs = plan.compose([]).trainer.max_epochs  # the default run's length
     assert final["global_step"] == epochs * 50  # 500 images / 10 per batch
     reference = next((tmp_path / "a" / "logs" / "fit").glob("*/checkpoints/last.ckpt"))
     expected = torch.load(reference, weights_only=True)["state_dict"]

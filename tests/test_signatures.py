@@ -122,7 +122,7 @@ def test_trainer_keys_come_from_lightnings_signature() -> None:
 def test_the_check_imports_neither_torch_nor_lightning() -> None:
     code = (
         "import sys\n"
-        "from lightspeed.cli import precheck\n"
+        "from lightspeed.plan import precheck\n"
         "precheck(['trainer.max_epochs=2', 'model=mlp', 'model.net.dropout=0.2'])\n"
         "heavy = [m for m in ('torch', 'lightning') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lightspeed import distributed
-from lightspeed.cli import compose
+from lightspeed.plan import compose
+from lightspeed.run import distributed
 
 
 def fake_tools(folder: Path, *names: str) -> Path:

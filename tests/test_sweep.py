@@ -21,9 +21,9 @@ from lightspeed import cli
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra: pip install -e '.[sweep]'")
 
-from lightspeed.callbacks.optuna_pruning import OptunaPruning  # noqa: E402
+from lightspeed.errors import ConfigError  # noqa: E402
+from lightspeed.sweep.pruning import OptunaPruning  # noqa: E402
 from lightspeed.sweep.space import distribution  # noqa: E402
-from lightspeed.sweep.study import _RUNNING  # noqa: E402
 
 
 def test_search_spaces_in_hydra_sweep_syntax() -> None:
@@ -34,7 +34,7 @@ def test_search_spaces_in_hydra_sweep_syntax() -> None:
     )
     assert distribution("a", "range(8, 64, 8)") == d.IntDistribution(8, 56, step=8)
     assert distribution("a", "tag(int, interval(8, 128))") == d.IntDistribution(8, 128)
-    with pytest.raises(cli.ConfigError, match="is not a search space: use choice"):
+    with pytest.raises(ConfigError, match="is not a search space: use choice"):
         distribution("a", "0.1")
 
 
@@ -46,18 +46,14 @@ def test_pruning_stops_a_trial_behind_the_others() -> None:
     first.report(0.9, step=0)
     study.tell(first, 0.9)
     second = study.ask()
-    _RUNNING[second.number] = second
-    try:
-        import torch
+    import torch
 
-        callback = OptunaPruning(trial_number=second.number, monitor="val/acc")
-        trainer = SimpleNamespace(
-            sanity_checking=False, current_epoch=0, should_stop=False,
-            callback_metrics={"val/acc": torch.tensor(0.2)},
-        )  # fmt: skip
-        callback.on_validation_end(trainer, None)
-    finally:
-        _RUNNING.clear()
+    callback = OptunaPruning(second, monitor="val/acc")
+    trainer = SimpleNamespace(
+        sanity_checking=False, current_epoch=0, should_stop=False,
+        callback_metrics={"val/acc": torch.tensor(0.2)},
+    )  # fmt: skip
+    callback.on_validation_end(trainer, None)
     assert trainer.should_stop and callback.pruned_at == 0
     assert study.trials[1].user_attrs["pruned_at_epoch"] == 0
 
@@ -72,7 +68,7 @@ def test_pruning_stops_a_trial_behind_the_others() -> None:
 )
 def test_sweep_refusals_are_one_line(extra, expected, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as stop:
-        cli.main(["hparams_search=cnn_lr", f"paths.root_dir={tmp_path}", *extra])
+        cli.main(["hparams_search=lr_wd", f"paths.root_dir={tmp_path}", *extra])
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and len(err.splitlines()) == 1, err
     assert expected in err
@@ -88,7 +84,7 @@ def test_interrupted_sweep_restarts_without_running_finished_trials(
     tiny_data: Path, tmp_path: Path
 ) -> None:
     argv = [
-        sys.executable, "-m", "lightspeed", "hparams_search=cnn_lr", "hparams_search.n_trials=2",
+        sys.executable, "-m", "lightspeed", "hparams_search=lr_wd", "hparams_search.n_trials=2",
         "hparams_search.study_name=tiny", "model=mlp", "trainer.max_epochs=3",
         "data.batch_size=20", f"data.data_dir={tiny_data}", "data.val_size=100",
         "callbacks.progress_bar=null", "++trainer.enable_progress_bar=false",
@@ -136,5 +132,5 @@ def test_a_study_continues_only_with_its_own_command(tmp_path: Path) -> None:
     search = OptunaSearch("s", {"model.optimizer.lr": "interval(0.01, 0.1)"})
     search.open_study(tmp_path, ["model=mlp"])
     assert search.open_study(tmp_path, ["model=mlp"]).user_attrs["command"] == ["model=mlp"]
-    with pytest.raises(cli.ConfigError, match=r"was started with other settings \(command: "):
+    with pytest.raises(ConfigError, match=r"was started with other settings \(command: "):
         search.open_study(tmp_path, ["model=cnn_small"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lightspeed.build import run_task
+from lightspeed.session import run_task
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
     """A short fit on the tiny data: its best checkpoint (shared by the module's tests)."""
     from conftest import VAL_SIZE
 
-    from lightspeed.cli import compose_for_run
+    from lightspeed.plan import compose_for_run
 
     out = tmp_path_factory.mktemp("fit")
     cfg = compose_for_run(
@@ -32,7 +32,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
         out,
     )
     summary = run_task(cfg)
-    assert summary["best_val_acc"] > 0.5
+    assert summary["objective"]["best"] > 0.5
     return Path(summary["best_checkpoint"])
 
 
@@ -40,7 +40,7 @@ def test_predict_writes_csv_whose_accuracy_equals_test(fitted: Path, cfg_factory
     from conftest import TEST_SIZE
 
     test = run_task(cfg_factory(["task=test", f"ckpt_path={fitted}"]))
-    summary = run_task(cfg_factory(["task=predict", f"ckpt_path={fitted}", "predict.top_k=3"]))
+    summary = run_task(cfg_factory(["task=predict", f"ckpt_path={fitted}", "model.top_k=3"]))
     rows = list(csv.DictReader(Path(summary["predictions"]).read_text().splitlines()))
     assert len(rows) == TEST_SIZE == summary["predict_rows"]
     assert list(rows[0]) == [
@@ -48,8 +48,8 @@ def test_predict_writes_csv_whose_accuracy_equals_test(fitted: Path, cfg_factory
         "predicted_2", "probability_2", "predicted_3", "probability_3",
     ]  # fmt: skip
     correct = sum(r["label"] == r["predicted"] for r in rows)
-    assert summary["predict_acc"] == pytest.approx(correct / len(rows))
-    assert summary["predict_acc"] == pytest.approx(test["test_acc"], abs=1e-9)
+    assert summary["metrics"]["predict/acc"] == pytest.approx(correct / len(rows))
+    assert summary["metrics"]["predict/acc"] == pytest.approx(test["metrics"]["test/acc"], abs=1e-9)
     for r in rows[:20]:  # best first, probabilities in [0, 1]
         p = [float(r["probability"]), float(r["probability_2"]), float(r["probability_3"])]
         assert p == sorted(p, reverse=True) and 0 <= p[-1] <= p[0] <= 1
@@ -70,12 +70,12 @@ def test_export_writes_onnx_matching_torch(fitted: Path, cfg_factory) -> None:
     pytest.importorskip("onnxruntime")
     summary = run_task(cfg_factory(["task=export", f"ckpt_path={fitted}"]))
     assert Path(summary["onnx"]).is_file()
-    assert summary["onnx_max_abs_logit_diff"] <= 1e-4
+    assert summary["onnx_max_abs_diff"] <= 1e-4
 
 
 def test_export_needs_weights() -> None:
-    from lightspeed.cli import precheck
     from lightspeed.errors import ConfigError
+    from lightspeed.plan import precheck
 
     with pytest.raises(ConfigError, match="task=export needs the weights"):
         precheck(["task=export"])

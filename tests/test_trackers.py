@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lightspeed import cli
-from lightspeed.build import run_task
 from lightspeed.errors import ConfigError
+from lightspeed.session import run_task
 from lightspeed.trackers import keep_run_id, read_run_id, require
 
 # a run short enough to resume: no fixed-length LR schedule, every step logged
@@ -67,7 +67,7 @@ def test_run_id_file_round_trip(tmp_path: Path) -> None:
 def test_mlflow_fdr_fit(cfg_factory) -> None:
     pytest.importorskip("mlflow")
     summary = run_task(cfg_factory(["logger=mlflow", "debug=fdr"]))
-    assert summary["test_acc"] is not None
+    assert summary["metrics"]["test/acc"] is not None
 
 
 def test_wandb_fdr_fit(cfg_factory, quiet_wandb) -> None:
@@ -76,7 +76,7 @@ def test_wandb_fdr_fit(cfg_factory, quiet_wandb) -> None:
         summary = run_task(cfg_factory(["logger=wandb", "debug=fdr"]))
     finally:
         wandb.finish()
-    assert summary["test_acc"] is not None
+    assert summary["metrics"]["test/acc"] is not None
 
 
 def test_mlflow_resumed_fit_continues_its_run(cfg_factory, tmp_path: Path) -> None:

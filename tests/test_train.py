@@ -17,11 +17,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lightspeed.build import build, run_task
-from lightspeed.callbacks.metadata import CHECKPOINT_KEY
+from lightspeed.build import build
 from lightspeed.config import validate
 from lightspeed.data.memory import InMemoryBatchLoader
 from lightspeed.errors import DataError
+from lightspeed.safety.metadata import CHECKPOINT_KEY
+from lightspeed.session import run_task
 
 # 500 training images in batches of 50: 10 steps an epoch, a few seconds of CPU.
 SMALL = ["data.batch_size=50", "data.eval_batch_size=100"]
@@ -108,7 +109,7 @@ def test_debug_fdr_task_summary(cfg_factory) -> None:
     cfg = cfg_factory(["debug=fdr", *SMALL])
     summary = run(cfg)
     assert summary["task"] == "fit"
-    assert 0.0 <= summary["test_acc"] <= 1.0
+    assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0
     saved = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
     assert saved == summary
 
@@ -135,8 +136,8 @@ def test_mlp_learns_the_tiny_data(cfg_factory) -> None:
     """A guard against silently broken training: one epoch must beat chance (0.1) by far."""
     cfg = cfg_factory(["model=mlp", "trainer.max_epochs=1", "logger=none", *SMALL])
     summary = run(cfg)
-    assert summary["best_val_acc"] > 0.8
-    assert summary["test_acc"] > 0.8
+    assert summary["objective"]["best"] > 0.8
+    assert summary["metrics"]["test/acc"] > 0.8
 
 
 def last_logged(metrics_csv: Path, key: str) -> float:
@@ -168,8 +169,8 @@ def test_fit_then_validate_reproduces_val_acc(cfg_factory) -> None:
     assert json.loads((run_dir / "hardware.json").read_text())["precision"] == fit["precision"]
 
     last_val = last_logged(metrics_csv, "val/acc")
-    assert fit["best_val_acc"] >= last_val
-    assert fit["test_acc"] is not None
+    assert fit["objective"]["best"] >= last_val
+    assert fit["metrics"]["test/acc"] is not None
     assert Path(fit["best_checkpoint"]).is_file()
     assert Path(fit["last_checkpoint"]) == run_dir / "checkpoints" / "last.ckpt"
 
@@ -180,9 +181,9 @@ def test_fit_then_validate_reproduces_val_acc(cfg_factory) -> None:
 
     # the weights of the last epoch give its validation accuracy again
     last = run(cfg_factory(["task=validate", f"ckpt_path={fit['last_checkpoint']}", *SMALL]))
-    assert last["val_acc"] == pytest.approx(last_val, abs=1e-6)
+    assert last["metrics"]["val/acc"] == pytest.approx(last_val, abs=1e-6)
     best = run(cfg_factory(["task=validate", f"ckpt_path={fit['best_checkpoint']}", *SMALL]))
-    assert best["val_acc"] == pytest.approx(fit["best_val_acc"], abs=1e-6)
+    assert best["metrics"]["val/acc"] == pytest.approx(fit["objective"]["best"], abs=1e-6)
 
 
 def test_truncated_idx_file_is_one_line_data_error(cfg_factory, tiny_data: Path, tmp_path: Path):

@@ -46,7 +46,7 @@ def test_written_file_selects_its_data_and_sets_the_knobs(tmp_path: Path) -> Non
 
 def test_tuned_file_applies_only_to_its_data(tmp_path: Path, monkeypatch) -> None:
     """Tuning data=hdf5 leaves the default data's loader alone; local=loader_hdf5 selects hdf5."""
-    from lightspeed.cli import compose, precheck
+    from lightspeed.plan import compose, precheck
 
     configs = tmp_path / "configs"
     shutil.copytree(ROOT / "configs", configs)

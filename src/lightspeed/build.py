@@ -1,15 +1,14 @@
-"""cfg → (datamodule, module, trainer), and the tasks that use them.
+"""cfg → (datamodule, module, trainer): objects only; :mod:`lightspeed.session` runs them.
 
-Every task (fit/validate/test/predict) goes through :func:`build`; they differ only in which
-Trainer method runs. This and ``cli.py`` are the only modules that know Hydra/OmegaConf.
+Every task goes through :func:`build`. Besides the entry (``cli``, ``plan``) and the session,
+this is the only module that knows Hydra/OmegaConf.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from lightspeed import PROCESS_START, console, hardware
-from lightspeed.callbacks.checkpointing import AtomicCheckpointIO, RestoreLoaderPosition
-from lightspeed.callbacks.metadata import RunMetadata
-from lightspeed.callbacks.plots import CurvePlotter
-from lightspeed.callbacks.speed import SpeedMonitor
+from lightspeed import hardware
+from lightspeed.contracts import DATA_METHODS, MODEL_METHODS, missing_methods
 from lightspeed.errors import ConfigError, UserError
-from lightspeed.resume import count_train_batches, job_checkpoint, start_resumed_fit
-from lightspeed.rundir import prepare_run_dir, session_file
-from lightspeed.tasks import TASKS
+from lightspeed.safety.checkpointing import AtomicCheckpointIO, RestoreLoaderPosition
+from lightspeed.safety.metadata import RunMetadata
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +124,9 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
             raise cause from None
         if isinstance(cause, MisconfigurationException):  # Lightning's word for a bad setting
             raise ConfigError(f"{node.get('_target_')}: {str(cause).splitlines()[0]}") from None
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            # a key of a class whose signature could not be read from source before the build
+            raise ConfigError(f"{node.get('_target_')}: {str(cause).splitlines()[0]}") from None
         raise
 
 
@@ -138,25 +136,32 @@ def instantiate_group(node: DictConfig | None) -> list:
 
 
 def bind_data_resolver(datamodule: Any) -> None:
-    """``${data:num_classes}`` (in_channels, image_size, ...) now reads the built DataModule."""
-    missing = [
-        a for a in ("num_classes", "in_channels", "image_size") if not hasattr(datamodule, a)
-    ]
-    if missing:
-        raise ConfigError(
-            f"data: {type(datamodule).__name__} has no {', '.join(missing)}; a DataModule must "
-            "expose its data shape (see lightspeed.contracts.DataModuleContract)"
-        )
+    """``${data:<attribute>}`` (num_classes, in_channels, num_features, ...) now reads the built
+    DataModule; an attribute it lacks is one line."""
 
     def read(name: str) -> Any:
+        if not hasattr(datamodule, name):
+            raise ConfigError(
+                f"${{data:{name}}}: {type(datamodule).__name__} has no attribute '{name}'; "
+                "set it in the DataModule's __init__, or write the value in the model YAML"
+            )
         value = getattr(datamodule, name)
         return list(value) if isinstance(value, tuple) else value
 
     OmegaConf.register_new_resolver("data", read, replace=True)
 
 
-def check_contracts(datamodule: Any, module: Any) -> None:
-    """One line, before training, when the model does not fit the data's shape."""
+def check_contracts(datamodule: Any, module: Any) -> Any:
+    """One line, before training, when the model or the data lacks what the engine calls, or
+    the model does not fit the data's shape; returns the module's example input."""
+    for obj, names, what in ((module, MODEL_METHODS, "model"), (datamodule, DATA_METHODS, "data")):
+        missing = missing_methods(obj, names)
+        if missing:
+            kind = "ModelContract" if what == "model" else "DataModuleContract"
+            raise ConfigError(
+                f"{what}: {type(obj).__name__} has no {', '.join(missing)}; the engine calls "
+                f"these (see lightspeed.contracts.{kind})"
+            )
     # not isinstance(module, ModelContract): from Python 3.12 that looks attributes up
     # statically and misses nn.Module's submodules (kept in _modules, found by __getattr__)
     if not isinstance(getattr(module, "net", None), torch.nn.Module):
@@ -164,26 +169,24 @@ def check_contracts(datamodule: Any, module: Any) -> None:
             f"model: {type(module).__name__} has no 'net'; the entry expects a LightningModule "
             "wrapping an nn.Module as .net (see lightspeed.contracts.ModelContract)"
         )
-    h, w = datamodule.image_size
-    probe = torch.zeros(2, datamodule.in_channels, h, w)
+    probe = module.example_input(datamodule)
+    shape = list(probe.shape[1:]) if torch.is_tensor(probe) else "the example input"
     was_training = module.training
     try:
         with torch.no_grad():  # eval mode: the probe must not move BatchNorm statistics
-            logits = module.eval()(probe)
+            output = module.eval()(probe)
     except RuntimeError as e:
         raise ConfigError(
-            f"model.net {type(module.net).__name__} cannot take the data's images "
-            f"{list(probe.shape[1:])} ({str(e).splitlines()[0][:160]}); its shape keys should "
-            "read the data: in_channels: ${data:in_channels}, image_size: ${data:image_size}"
+            f"model.net {type(module.net).__name__} cannot take the data's inputs {shape} "
+            f"({str(e).splitlines()[0][:160]}); its shape keys should read the data, e.g. "
+            "in_channels: ${data:in_channels}"
         ) from None
     finally:
         module.train(was_training)
-    if tuple(logits.shape) != (2, datamodule.num_classes):
-        raise ConfigError(
-            f"model.net {type(module.net).__name__} outputs {list(logits.shape[1:])} logits per "
-            f"image but the data has {datamodule.num_classes} classes; set its num_classes "
-            "from the data: num_classes: ${data:num_classes}"
-        )
+    problem = module.check_output(output, datamodule)
+    if problem:
+        raise ConfigError(f"model.net {type(module.net).__name__} {problem}")
+    return probe
 
 
 def apply_net_perf(module: Any, perf: DictConfig) -> None:
@@ -203,8 +206,19 @@ def _to_channels_last(net: torch.nn.Module, args: tuple) -> tuple | None:
     return None
 
 
-def build(cfg: DictConfig) -> Built:
-    """Builds the datamodule, module and trainer that ``cfg`` describes (no training yet)."""
+def cluster_plugins() -> list:
+    """Under SLURM, Lightning's own USR1 handler (auto-requeue) is turned off: GracefulInterrupt
+    saves last.ckpt on that signal and the entry requeues the job (lightspeed.run.distributed), and
+    two handlers of one signal would race."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Built:
+    """Builds the datamodule, module and trainer that ``cfg`` describes (no training yet).
+
+    ``extra_callbacks`` come from a caller that runs the job (a sweep's pruning callback)."""
     check_devices(cfg)
     precision = resolve_precision(
         cfg.trainer.get("precision", "auto"), cfg.trainer.get("accelerator", "auto")
@@ -216,13 +230,12 @@ def build(cfg: DictConfig) -> Built:
     datamodule = instantiate(cfg.data)
     bind_data_resolver(datamodule)
     module = instantiate(cfg.model)
-    check_contracts(datamodule, module)
-    # one image: the model summary then shows in/out shapes and real FLOPs (not "0")
-    h, w = datamodule.image_size
-    module.example_input_array = torch.zeros(1, datamodule.in_channels, h, w)
+    probe = check_contracts(datamodule, module)
+    # one input: the model summary then shows in/out shapes and real FLOPs (not "0")
+    module.example_input_array = probe[:1] if torch.is_tensor(probe) else probe
     apply_net_perf(module, cfg.perf)
 
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = [*instantiate_group(cfg.get("callbacks")), *extra_callbacks]
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
     callbacks.append(RunMetadata(plain, git_commit(), cfg.seed, hardware.versions()))
@@ -234,7 +247,7 @@ def build(cfg: DictConfig) -> Built:
     checkpoint_io = AtomicCheckpointIO()
     checkpoint_io.expect(module)
     user_plugins = instantiate(cfg.trainer.get("plugins")) or []
-    trainer_kwargs["plugins"] = [*user_plugins, checkpoint_io]
+    trainer_kwargs["plugins"] = [*user_plugins, *cluster_plugins(), checkpoint_io]
     callbacks.append(RestoreLoaderPosition())
     if cfg.trainer.get("benchmark") is None:  # the Trainer sets torch.backends.cudnn.benchmark
         trainer_kwargs["benchmark"] = bool(cfg.perf.cudnn_benchmark) and not cfg.trainer.get(
@@ -245,49 +258,3 @@ def build(cfg: DictConfig) -> Built:
     if plan is not None:  # data.batch_size is global: checked against the processes (one line)
         log.info(plan(trainer.world_size, trainer.accumulate_grad_batches))
     return Built(datamodule, module, trainer, precision, callbacks)
-
-
-def run_task(cfg: DictConfig) -> dict:
-    """Runs ``cfg.task`` and returns the summary (also written to ``summary.json``)."""
-    t0 = time.perf_counter()
-    run_dir = Path(cfg.paths.output_dir)
-    resuming = bool(cfg.get("resume"))
-    prepare_run_dir(run_dir, resuming)
-    info = hardware.report()
-    log.info("hardware: %s", hardware.one_line(info))
-    built = build(cfg)  # binds ${data:...}: the config resolves with the data's shape
-    info["precision"] = built.precision
-    info["accelerator"] = str(built.trainer.accelerator.__class__.__name__)
-    info["devices"] = built.trainer.num_devices
-    if built.trainer.is_global_zero:  # ranks > 0 of a DDP run print and write nothing
-        if cfg.get("extras", {}).get("print_config", True):
-            console.print_config(OmegaConf.to_container(cfg, resolve=True))
-        config = OmegaConf.to_yaml(cfg, resolve=True)
-        session_file(run_dir, "config.yaml", resuming).write_text(config)
-        session_file(run_dir, "hardware.json", resuming).write_text(json.dumps(info, indent=2))
-    loader = getattr(built.datamodule, "loader", None)
-    for reason in getattr(loader, "reasons", []):
-        log.info("data loader: %s", reason)
-
-    trainer, dm = built.trainer, built.datamodule
-    summary: dict[str, Any] = {
-        "task": cfg.task,
-        "run_dir": str(run_dir),
-        "precision": built.precision,
-    }
-    ckpt = job_checkpoint(cfg.ckpt_path, cfg.get("resume"), cfg.paths.log_dir, cfg.task, run_dir)
-    if cfg.task == "fit" and ckpt:
-        start_resumed_fit(trainer, ckpt, cfg, lambda: count_train_batches(dm))
-    summary.update(TASKS[cfg.task](built, cfg, ckpt))
-    for cb in built.callbacks:
-        if isinstance(cb, SpeedMonitor):
-            summary.update(cb.summary)
-    for cb in built.callbacks:
-        if isinstance(cb, CurvePlotter) and cb.path is not None:
-            summary["curves"] = str(cb.path)
-    summary["data_source"] = getattr(dm, "source_info", None)  # path + checksum of the files
-    summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
-    summary["process_time_s"] = round(time.perf_counter() - PROCESS_START, 2)
-    if trainer.is_global_zero:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary

@@ -78,15 +78,24 @@ class PredictConfig:
     """``predict.*``: what ``task=predict`` writes to ``predictions.csv``."""
 
     split: str = choice("test", "val", "train")  # the split to predict
-    top_k: int = 3  # classes (and probabilities) per row, best first
 
 
 @dataclass
 class ExportConfig:
-    """``export.*``: ``task=export`` writes ``model.onnx`` and checks it on test images."""
+    """``export.*``: ``task=export`` writes ``model.onnx`` and checks it on test inputs."""
 
-    batch: int = 8  # test images of the parity check (the batch dimension stays dynamic)
-    tolerance: float = 1e-4  # largest |logit difference| ONNX Runtime may show against torch
+    batch: int = 8  # test inputs of the parity check (the batch dimension stays dynamic)
+    tolerance: float = 1e-4  # largest |output difference| ONNX Runtime may show against torch
+
+
+@dataclass
+class ObjectiveConfig:
+    """``objective.*``: the one number a run is judged by. The best checkpoint, early stopping,
+    sweeps, the summary and the console read it; the project's ``train.yaml`` (or an
+    ``experiment=``) names the metric its module logs."""
+
+    metric: str = "val/loss"  # a validation metric the LightningModule logs with self.log
+    mode: str = choice("min", "max")  # whether lower or higher is better
 
 
 @dataclass
@@ -98,6 +107,7 @@ class RunConfig:
     ckpt_path: str | None = None  # weights for validate/test/predict, or a fit to continue
     resume: str | None = None  # auto | <run dir>: continue that run in its own directory
     tags: list[str] = field(default_factory=list)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: Any = None
     model: Any = None
     trainer: Any = None
@@ -149,9 +159,7 @@ def check_target(node: dict, prefix: str) -> None:
         if key not in sig.params:
             if sig.open:
                 continue
-            raise ConfigError(
-                f"unknown key '{prefix}.{key}' ({name} takes no '{key}'): {suggest(key, sig.params)}"
-            )
+            raise ConfigError(f"unknown key '{prefix}.{key}': {suggest(key, sig.params)}")
         if value != FROM_DATA and not (isinstance(value, dict) and "_target_" in value):
             check_value(f"{prefix}.{key}", value, sig.params[key])
     missing = sorted(sig.required - set(node))
@@ -243,10 +251,15 @@ def check_data(data: dict) -> None:
 
 
 def check_model(model: dict) -> None:
-    for part in ("net", "optimizer"):
-        if not (isinstance(model.get(part), dict) and "_target_" in model[part]):
-            raise ConfigError(f"model.{part} needs a _target_ (the class to build)")
-    lr = model["optimizer"].get("lr")
+    """The model is a class to build; its parts (net, optimizer, ...) are built objects too."""
+    if "_target_" not in model:
+        raise ConfigError("model needs a _target_ (the LightningModule to build)")
+    for part in ("net", "optimizer", "scheduler"):  # the usual parts; a module may take others
+        node = model.get(part)
+        if isinstance(node, dict) and "_target_" not in node:
+            raise ConfigError(f"model.{part} needs a _target_ (the class to build), or null")
+    optimizer = model.get("optimizer")
+    lr = optimizer.get("lr") if isinstance(optimizer, dict) else None
     if isinstance(lr, (int, float)) and lr <= 0:
         raise ConfigError(f"model.optimizer.lr={lr} must be > 0")
 
@@ -270,8 +283,11 @@ def validate(cfg: Any) -> dict:
     check_data(run.get("data") or {})
     check_model(run.get("model") or {})
     check_choices(PerfConfig, run.get("perf") or {}, "perf")
+    check_choices(ObjectiveConfig, run.get("objective") or {}, "objective")
+    if not str(run["objective"]["metric"]).strip():
+        raise ConfigError("objective.metric is empty: name a metric the module logs (val/loss)")
     check_choices(PredictConfig, run.get("predict") or {}, "predict")
-    for key in ("predict.top_k", "export.batch"):
+    for key in ("export.batch",):
         section, name = key.split(".")
         if run[section][name] < 1:
             raise ConfigError(f"{key}={run[section][name]} must be >= 1")

@@ -55,44 +55,58 @@ def print_config(plain: dict) -> None:
     rprint(tree)
 
 
+LABELS = {
+    "samples_per_s": "train samples/s",
+    "data_wait_share": "data-wait share",
+    "time_to_first_step_s": "time to first step (s)",
+    "train_time_s": "fit time (s)",
+    "wall_time_s": "task wall time (s)",
+    "process_time_s": "process time (s)",
+    "gpu_peak_mem_mb": "peak GPU memory (MB)",
+    "cpu_peak_rss_mb": "peak RSS (MB)",
+    "precision": "precision",
+    "best_checkpoint": "best checkpoint",
+    "last_checkpoint": "last checkpoint",
+    "curves": "curves",
+    "predictions": "predictions",
+    "onnx": "ONNX model",
+    "onnx_max_abs_diff": "ONNX max |Δoutput|",
+    "run_dir": "run dir",
+    "data_source": "data source",
+}
+
+
+def _text(value: object) -> str:
+    if isinstance(value, dict):  # data_source: where the data came from
+        return f"{value.get('path')} (sha256 {str(value.get('sha256'))[:12]}…)"
+    if isinstance(value, float) and 0 < abs(value) < 1e-3:
+        return f"{value:.2e}"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
+    return str(value)
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    """The summary table's rows: the objective's best, the metrics the module logged (named as
+    it logged them), then the run's figures and files."""
+    rows = []
+    objective = summary.get("objective") or {}
+    if objective.get("best") is not None:
+        label = f"best {objective['metric']} ({objective['mode']}, objective)"
+        rows.append((label, _text(objective["best"])))
+    for name, value in sorted((summary.get("metrics") or {}).items()):
+        rows.append((name, _text(value)))
+    rows += [
+        (label, _text(summary[k])) for k, label in LABELS.items() if summary.get(k) is not None
+    ]
+    return rows
+
+
 def print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"lightspeed {summary['task']} summary", show_header=False)
-    labels = {
-        "best_val_acc": "best val acc",
-        "val_acc": "val acc",
-        "test_acc": "test acc",
-        "samples_per_s": "train samples/s",
-        "data_wait_share": "data-wait share",
-        "time_to_first_step_s": "time to first step (s)",
-        "train_time_s": "fit time (s)",
-        "wall_time_s": "task wall time (s)",
-        "process_time_s": "process time (s)",
-        "gpu_peak_mem_mb": "peak GPU memory (MB)",
-        "cpu_peak_rss_mb": "peak RSS (MB)",
-        "precision": "precision",
-        "best_checkpoint": "best checkpoint",
-        "last_checkpoint": "last checkpoint",
-        "curves": "curves",
-        "predictions": "predictions",
-        "predict_acc": "predict accuracy",
-        "onnx": "ONNX model",
-        "onnx_max_abs_logit_diff": "ONNX max |Δlogit|",
-        "run_dir": "run dir",
-        "data_source": "data source",
-    }
-    for key, label in labels.items():
-        value = summary.get(key)
-        if value is not None:
-            if isinstance(value, dict):  # data_source: where the data came from
-                text = f"{value.get('path')} (sha256 {str(value.get('sha256'))[:12]}…)"
-            elif isinstance(value, float) and 0 < abs(value) < 1e-3:
-                text = f"{value:.2e}"
-            elif isinstance(value, float):
-                text = f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
-            else:
-                text = str(value)
-            table.add_row(label, text)
+    for label, text in summary_rows(summary):
+        table.add_row(label, text)
     Console(width=160).print(table)

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger as _CSVLogger
 from lightning.pytorch.loggers import TensorBoardLogger as _TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from lightspeed.checkpoint import atomic_write
+from lightspeed.run.checkpoint import atomic_write
 
 
 def csv_number(text: str | None) -> float:

@@ -5,8 +5,6 @@ It receives built objects (the net, optimiser/scheduler partials), so it knows n
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
@@ -15,10 +13,9 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightspeed.constraints import PositiveInt, UnitInterval
+from lightspeed.contracts import PredictionTable
+from lightspeed.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 from myproject.init import initialize
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 class Classifier(L.LightningModule):
@@ -35,6 +32,7 @@ class Classifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing, in [0, 1).
         init: weight initialisation of the net's layers (:mod:`myproject.init`);
             ``default`` keeps the net's own.
+        top_k: classes (and probabilities) per row of ``predictions.csv``, best first.
     """
 
     def __init__(
@@ -46,6 +44,7 @@ class Classifier(L.LightningModule):
         num_classes: PositiveInt = 10,
         label_smoothing: UnitInterval = 0.0,
         init: Literal["default", "kaiming", "xavier", "orthogonal"] = "default",
+        top_k: PositiveInt = 3,
     ) -> None:
         super().__init__()
         self.net = initialize(net, init)
@@ -53,6 +52,7 @@ class Classifier(L.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
         self.num_classes = num_classes
+        self.top_k = top_k
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # validate_args=False: the checks (torch.unique, value-range tests) are host syncs on
         # every call; inputs come from this module, so they cannot be malformed.
@@ -135,22 +135,51 @@ class Classifier(L.LightningModule):
         x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
         return self(x).float().softmax(dim=1), y
 
+    # --- what the engine calls (lightspeed.contracts.ModelContract) ---------------------------
+
+    def example_input(self, datamodule: Any) -> Tensor:
+        h, w = datamodule.image_size
+        return torch.zeros(2, datamodule.in_channels, h, w)
+
+    def check_output(self, output: Tensor, datamodule: Any) -> str | None:
+        if tuple(output.shape) == (2, datamodule.num_classes):
+            return None
+        return (
+            f"outputs {list(output.shape[1:])} logits per image but the data has "
+            f"{datamodule.num_classes} classes; set its num_classes from the data: "
+            "num_classes: ${data:num_classes}"
+        )
+
+    def export_input(self, batch: Any) -> Tensor:
+        return batch[0]
+
+    def prediction_table(self, outputs: list, datamodule: Any, split: str) -> PredictionTable:
+        """Columns: ``sample`` (row index, or file path for an image folder), ``label`` (the
+        true class, where the data has labels), ``predicted`` and ``probability``, then the
+        next ``top_k - 1`` classes and their probabilities."""
+        probs = torch.cat([p for p, _ in outputs]).float()
+        labels = (
+            torch.cat([y for _, y in outputs]) if outputs and outputs[0][1] is not None else None
+        )
+        names = list(datamodule.class_names) or [str(c) for c in range(probs.shape[1])]
+        ids = datamodule.sample_ids(split) if hasattr(datamodule, "sample_ids") else None
+        k = min(self.top_k, probs.shape[1])
+        top_p, top_c = probs.topk(k, dim=1)
+        header = ["sample", "label", "predicted", "probability"]
+        header += [f"{col}_{i}" for i in range(2, k + 1) for col in ("predicted", "probability")]
+
+        def rows() -> Any:
+            for row, sample in enumerate(ids if ids is not None else range(len(probs))):
+                label = names[int(labels[row])] if labels is not None else ""
+                ranked = zip(top_c[row].tolist(), top_p[row].tolist(), strict=True)
+                yield [sample, label, *(v for c, p in ranked for v in (names[c], f"{p:.6f}"))]
+
+        metrics = {}
+        if labels is not None:
+            metrics["predict/acc"] = (top_c[:, 0] == labels.to(top_c.device)).float().mean().item()
+        return PredictionTable(header, rows(), metrics)
+
     def configure_optimizers(self) -> Any:
-        trained = [p for p in self.parameters() if p.requires_grad]  # not a frozen layer's
-        optimizer = self.optimizer_factory(params=trained)
-        if self.scheduler_factory is None:
-            return optimizer
-        kwargs = {}
-        keywords = getattr(self.scheduler_factory, "keywords", {})
-        if keywords.get("total_steps", 0) is None and not keywords.get("epochs"):
-            total = int(self.trainer.estimated_stepping_batches)
-            # OneCycleLR divides by (pct_start * total_steps - 1): very short runs (a debug
-            # run of 4 steps) would divide by zero. A longer schedule than the run is harmless.
-            if pct := keywords.get("pct_start"):
-                total = max(total, math.floor(2 / pct) + 1)
-            kwargs["total_steps"] = total
-        scheduler = self.scheduler_factory(optimizer=optimizer, **kwargs)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
-        }
+        return configure_optimizers(
+            self, self.optimizer_factory, self.scheduler_factory, self.scheduler_interval
+        )

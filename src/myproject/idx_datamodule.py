@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 
 from lightspeed.data.base import ImageDataModule
-from myproject.idx import read_idx_pair
-from myproject.sources import SOURCES, locate
 from lightspeed.data.stats import in_chunks, pixel_stats
 from lightspeed.errors import ConfigError, DataError
+from myproject.idx import read_idx_pair
+from myproject.sources import SOURCES, locate
 
 log = logging.getLogger(__name__)
 

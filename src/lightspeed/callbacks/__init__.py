@@ -1,1 +1,3 @@
-"""Lightning callbacks: speed measurement and run metadata in checkpoints."""
+"""Callbacks a user turns on and off by config: speed measurement (samples/s, data wait, peak
+memory) and the curves plot. The run-safety callbacks the engine relies on are in
+:mod:`lightspeed.safety`."""

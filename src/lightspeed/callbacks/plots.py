@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
@@ -20,13 +21,11 @@ from lightspeed.loggers import csv_number
 
 log = logging.getLogger(__name__)
 
-# panel title → metric columns drawn in it (a prefix ending in "-" matches every such column:
-# LearningRateMonitor names its columns lr-<optimizer>[/pg<i>])
-PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("loss", ("train/loss", "val/loss")),
-    ("accuracy", ("train/acc", "val/acc", "test/acc")),
-    ("learning rate", ("lr-",)),
-)
+# A panel per metric name, whatever the module logs: train/<name>, val/<name> and test/<name>
+# share the panel <name> (loss first); the learning rate has its own (LearningRateMonitor names
+# its columns lr-<optimizer>[/pg<i>]).
+SPLITS = ("train", "val", "test")
+LR_PANEL = "learning rate"
 # split → (line style, marker); colour tells runs apart
 STYLES = {"train": ("-", None), "val": ("--", None), "test": ("none", "o")}
 
@@ -48,18 +47,27 @@ def read_metrics(path: str | Path) -> Series:
     return series
 
 
-def _columns(series: Series, wanted: tuple[str, ...]) -> list[str]:
-    out = []
-    for name in wanted:
-        if name.endswith("-"):  # a prefix: lr-SGD, lr-AdamW/pg1, but not their momentum
-            out += sorted(k for k in series if k.startswith(name) and "momentum" not in k)
-        elif name in series:
-            out.append(name)
-    return out
+def panels_of(runs: list[Series]) -> dict[str, list[str]]:
+    """Panel title → the metric columns drawn in it, over all ``runs``: one panel per metric
+    name logged for a split (``loss`` first), then the learning rate."""
+    names: dict[str, set[str]] = {}
+    lr: set[str] = set()
+    for series in runs:
+        for column in series:
+            split, _, name = column.partition("/")
+            if split in SPLITS and name:
+                names.setdefault(name, set()).add(column)
+            elif column.startswith("lr-") and "momentum" not in column:  # lr-SGD, lr-AdamW/pg1
+                lr.add(column)
+    order = sorted(names, key=lambda n: (n != "loss", n))
+    rank = {s: i for i, s in enumerate(SPLITS)}
+    panels = {n: sorted(names[n], key=lambda c: rank[c.split("/")[0]]) for n in order}
+    panels[LR_PANEL] = sorted(lr)
+    return panels
 
 
 def draw_curves(runs: Mapping[str, str | Path], out: str | Path) -> dict[str, list[str]]:
-    """Draws the runs' metrics side by side (loss, accuracy, LR) into the PNG ``out``.
+    """Draws the runs' metrics side by side (loss, each other metric, LR) into the PNG ``out``.
 
     Args:
         runs: legend label → that run's ``metrics.csv``; with one run the label is left out of
@@ -73,24 +81,25 @@ def draw_curves(runs: Mapping[str, str | Path], out: str | Path) -> dict[str, li
     from matplotlib.figure import Figure  # imported here: a fit that draws nothing never pays
 
     data = {label: read_metrics(path) for label, path in runs.items()}
-    fig = Figure(figsize=(5 * len(PANELS), 4), layout="constrained")
-    axes = fig.subplots(1, len(PANELS))
+    layout = panels_of(list(data.values()))
+    fig = Figure(figsize=(5 * len(layout), 4), layout="constrained")
+    axes = fig.subplots(1, len(layout), squeeze=False)[0]
     colours = [f"C{i % 10}" for i in range(len(data))]
     panels: dict[str, list[str]] = {}
-    for ax, (title, wanted) in zip(axes, PANELS, strict=True):
+    for ax, (title, wanted) in zip(axes, layout.items(), strict=True):
         drawn = panels.setdefault(title, [])
         for colour, (label, series) in zip(colours, data.items(), strict=True):
-            for column in _columns(series, wanted):
+            for column in (c for c in wanted if c in series):
                 steps, values = series[column]
                 split = column.split("/", 1)[0]
-                name = column.removeprefix("lr-") if title == "learning rate" else split
+                name = column.removeprefix("lr-") if title == LR_PANEL else split
                 name = name if len(data) == 1 else f"{label} {name}"
                 linestyle, marker = STYLES.get(split, ("-", None))
                 marker = marker or ("o" if len(steps) == 1 else None)  # a lone point shows
                 ax.plot(steps, values, color=colour, linestyle=linestyle, marker=marker, label=name)
                 drawn.append(name)
         if drawn:
-            values = [v for s in data.values() for c in _columns(s, wanted) for v in s[c][1]]
+            values = [v for s in data.values() for c in wanted if c in s for v in s[c][1]]
             if title == "loss" and min(values) > 0 and max(values) > 20 * min(values):
                 ax.set_yscale("log")  # from the first steps to near 0 in one view
             ax.legend(fontsize="small")
@@ -106,7 +115,7 @@ def draw_curves(runs: Mapping[str, str | Path], out: str | Path) -> dict[str, li
 
 
 class CurvePlotter(L.Callback):
-    """Writes ``filename`` (train/val loss and accuracy, LR) at the end of a fit.
+    """Writes ``filename`` (train/val/test metrics, LR) at the end of a fit.
 
     Drawn by the global-zero process from the run's CSV logger; without one (``logger=none``,
     or a logger group that leaves out ``csv``) it says so in one line and draws nothing.
@@ -142,3 +151,6 @@ class CurvePlotter(L.Callback):
             return
         self.path = out
         log.info("curves: %s", out)
+
+    def run_summary(self) -> dict[str, Any]:
+        return {"curves": str(self.path)} if self.path is not None else {}

@@ -4,6 +4,9 @@ Data wait is the wall time between the end of one training batch and the start o
 (Lightning fetches the next batch in between); step time is the time from one batch end to the
 next. On a GPU, wall times of queued kernels average out over many steps, so no per-step
 ``cuda.synchronize`` is needed; the monitor syncs once per epoch, when it reports.
+
+Not Lightning's ``ThroughputMonitor``: it synchronises CUDA at every batch end and measures
+neither the data-wait share, the time to the first step nor peak memory.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class SpeedMonitor(L.Callback):
         self._samples = 0
         self._wait = 0.0
         self._cycle = 0.0
+
+    def run_summary(self) -> dict[str, Any]:
+        return dict(self.summary)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()

@@ -9,8 +9,7 @@ the entry drives a current Optuna itself.
 * Each trial is a fit with the search's values on top of the command's overrides, run in this
   process one after another (the torch import and start-up are paid once).
 * Pruning: each validation's metric goes to the trial; the study's pruner stops a trial that
-  is behind the others at the same epoch (:class:`~lightspeed.callbacks.optuna_pruning.
-  OptunaPruning`).
+  is behind the others at the same epoch (:class:`~lightspeed.sweep.pruning.OptunaPruning`).
 * The same command again continues the study: finished trials are kept and not run again; a
   trial cut short by a signal continues from its ``last.ckpt``, one without a checkpoint is
   run again from its start. A SLURM job requeued after its time-limit signal does this.
@@ -22,6 +21,6 @@ For multi-device trials, use Hydra's multirun: ``lightspeed -m hydra/launcher=sl
 """
 
 from lightspeed.sweep.entry import run_sweep
-from lightspeed.sweep.study import OptunaSearch, running_trial
+from lightspeed.sweep.study import OptunaSearch
 
-__all__ = ["OptunaSearch", "run_sweep", "running_trial"]
+__all__ = ["OptunaSearch", "run_sweep"]

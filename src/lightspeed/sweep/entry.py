@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from lightspeed.errors import ConfigError, UserError
-from lightspeed.resume import override_key
+from lightspeed.run.resume import override_key
 from lightspeed.sweep.study import in_trials
 
 

@@ -9,21 +9,14 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from lightspeed import distributed, rundir
 from lightspeed.constraints import NonNegativeInt, PositiveInt
 from lightspeed.errors import ConfigError, RunInterrupted, UserError
-from lightspeed.resume import LAST, override_key
+from lightspeed.run import distributed, rundir
+from lightspeed.run.resume import LAST, override_key
 from lightspeed.sweep.report import report
 from lightspeed.sweep.space import distribution, format_value
 
 log = logging.getLogger("lightspeed.sweep")
-
-_RUNNING: dict[int, Any] = {}  # trial number → optuna Trial, for OptunaPruning
-
-
-def running_trial(number: int) -> Any:
-    """The Optuna trial of this process's sweep with that number (None outside a sweep)."""
-    return _RUNNING.get(number)
 
 
 def in_trials(override: str) -> bool:
@@ -47,8 +40,8 @@ class OptunaSearch:
             (``model: choice(mlp, cnn_small)``).
         n_trials: trials the study runs in all (finished ones count; pruned and failed too).
         metric: the validation metric each trial reports after every epoch; a trial's value is
-            its best epoch's.
-        direction: ``maximize`` or ``minimize`` the metric.
+            its best epoch's. None: the run's ``objective.metric``.
+        direction: ``maximize`` or ``minimize`` the metric. None: from ``objective.mode``.
         sampler: ``tpe`` (Bayesian, Optuna's default) or ``random``.
         seed: the sampler's seed.
         pruner: ``median``: stop a trial whose metric is worse than the median of the earlier
@@ -63,8 +56,8 @@ class OptunaSearch:
         study_name: str,
         params: dict[str, str],
         n_trials: PositiveInt = 20,
-        metric: str = "val/acc",
-        direction: Literal["maximize", "minimize"] = "maximize",
+        metric: str | None = None,
+        direction: Literal["maximize", "minimize"] | None = None,
         sampler: Literal["tpe", "random"] = "tpe",
         seed: int | None = 42,
         pruner: Literal["median", "none"] = "median",
@@ -132,6 +125,10 @@ class OptunaSearch:
         import optuna
         from optuna.trial import TrialState
 
+        self.metric = self.metric or cfg.objective.metric
+        self.direction = self.direction or (
+            "maximize" if cfg.objective.mode == "max" else "minimize"
+        )
         sweep_dir = Path(cfg.paths.log_dir) / "sweeps" / self.study_name
         rundir.check_writable(sweep_dir, "hparams_search.study_name")
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -194,12 +191,13 @@ class OptunaSearch:
     ) -> None:
         """One fit; tells the study how it ended (a signal leaves the trial running)."""
         from hydra.core.hydra_config import HydraConfig
-        from omegaconf import OmegaConf, open_dict
+        from omegaconf import OmegaConf
         from optuna.trial import TrialState
 
-        from lightspeed.build import run_task
-        from lightspeed.cli import compose_for_run
         from lightspeed.config import validate
+        from lightspeed.plan import compose_for_run
+        from lightspeed.session import run_task
+        from lightspeed.sweep.pruning import OptunaPruning
 
         number = trial.number
         trial_dir = sweep_dir / f"trial_{number:03d}"
@@ -208,32 +206,23 @@ class OptunaSearch:
         log.info("trial %d/%d: %s", number, self.n_trials, shown)
         started = time.perf_counter()
         handler = _log_to(trial_dir / "trial.log")
-        _RUNNING[number] = trial
         try:
             extra = [f"resume={trial_dir}"] if resume else []
             try:
                 cfg = compose_for_run([*overrides, *extra], trial_dir)
             except Exception as e:  # a value Hydra refuses: this trial fails, the study goes on
                 raise ConfigError(" ".join(str(e).split())) from None
-            with open_dict(cfg):
-                cfg.callbacks = cfg.callbacks or {}
-                cfg.callbacks.optuna_pruning = {
-                    "_target_": "lightspeed.callbacks.optuna_pruning.OptunaPruning",
-                    "trial_number": number,
-                    "monitor": self.metric,
-                }
             validate(cfg)
             if not resume:  # the trial's own command, as a normal run keeps it (resume reads it)
                 (trial_dir / ".hydra").mkdir(parents=True, exist_ok=True)
                 (trial_dir / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
-            run_task(cfg)
+            run_task(cfg, extra_callbacks=[OptunaPruning(trial, self.metric)])
         except UserError as e:
             trial.set_user_attr("error", str(e))
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", number, e)
             return
         finally:
-            _RUNNING.pop(number, None)
             logging.getLogger().removeHandler(handler)
             rundir.release(trial_dir)
             HydraConfig.instance().cfg = None

@@ -10,6 +10,9 @@ GradScaler skips non-finite steps itself.
 Under DDP the ranks decide together (one all-reduce of the bad step each time the loss or the
 flag is read): a NaN in one rank's shard stops or skips every rank at the same step, where a
 rank stopping alone would leave the others waiting in the gradient all-reduce.
+
+Not Lightning's ``SpikeDetection``: it reads the loss on the host every step (a GPU sync),
+stops with an exception and no checkpoint, cannot skip a step, and each rank decides alone.
 """
 
 from __future__ import annotations

@@ -28,12 +28,13 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lightspeed.errors import ConfigError
-from lightspeed.resume import LAST, override_key, override_value
-from lightspeed.rundir import is_launching_process as is_rank_zero
+from lightspeed.run.resume import LAST, override_key, override_value
+from lightspeed.run.rundir import is_launching_process as is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -103,25 +104,29 @@ def _value(argv: list[str], key: str) -> str | None:
     return value
 
 
-def launch_overrides(argv: list[str], cfg: Any) -> list[str]:
+def launch_overrides(
+    argv: list[str], task: str, log_dir: Callable[[], str], started: bool
+) -> list[str]:
     """``argv`` plus what this process of a multi-process launch needs.
 
-    * under torchrun/srun, without ``hydra.run.dir`` in the command: the shared run dir;
-    * a restarted launch whose run dir holds ``last.ckpt``: ``resume=<run dir>`` (a fit only);
+    * under torchrun/srun, without ``hydra.run.dir`` in the command: the shared run dir
+      (``log_dir()``, read only then);
+    * a restarted launch whose run dir holds ``last.ckpt``: ``resume=<run dir>`` (a fit that
+      the command does not already start from a checkpoint: ``started``);
     * ranks > 0: no ``.hydra/`` and no log file.
     """
     out = list(argv)
     run_dir = _value(out, "hydra.run.dir")
     name = launch_name()
     if run_dir is None and name is not None:
-        run_dir = str(Path(cfg.paths.log_dir) / cfg.task / name)
+        run_dir = str(Path(log_dir()) / task / name)
         out.append(f"hydra.run.dir={override_value(run_dir)}")
     if (
         restart_count() > 0
-        and cfg.task == "fit"
+        and task == "fit"
         and run_dir is not None
         and "${" not in run_dir
-        and not (cfg.get("resume") or cfg.get("ckpt_path"))
+        and not started
         and (Path(run_dir) / LAST).is_file()
     ):
         log.info("restarted launch (%d): continuing %s", restart_count(), run_dir)

@@ -13,14 +13,15 @@ import shlex
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lightspeed import rundir
-from lightspeed.checkpoint import CHECKPOINT_KEY, read_plain
 from lightspeed.errors import ConfigError
+from lightspeed.run import rundir
+from lightspeed.run.checkpoint import CHECKPOINT_KEY, read_plain
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,11 @@ def find_latest_run(log_dir: str | Path, task: str = "fit") -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime).parent.parent if found else None
 
 
-def resolve_resume(resume: str, log_dir: str | Path, task: str = "fit") -> Path:
-    """The run directory that ``resume=<value>`` names; ConfigError when there is none."""
+def resolve_resume(resume: str, log_dir: str | Path | Callable[[], str], task: str = "fit") -> Path:
+    """The run directory that ``resume=<value>`` names; ConfigError when there is none.
+    ``log_dir`` (or a function giving it) is read for ``resume=auto`` only."""
     if resume == "auto":
+        log_dir = log_dir() if callable(log_dir) else log_dir
         run = find_latest_run(log_dir, task)
         if run is None:
             raise ConfigError(
@@ -109,7 +112,9 @@ def merge_overrides(inherited: list[str], given: list[str]) -> list[str]:
     return merged
 
 
-def resume_overrides(argv: list[str], resume: str | None, log_dir: str, task: str) -> list[str]:
+def resume_overrides(
+    argv: list[str], resume: str | None, log_dir: str | Callable[[], str], task: str
+) -> list[str]:
     """The overrides for ``hydra.main``: a resume continues its run as configured, in its dir.
 
     Refuses, before Hydra writes anything, a ``hydra.run.dir`` that holds another run or is in
@@ -165,13 +170,11 @@ def setting(config: Any, key: str) -> Any:
     return config
 
 
-def check_continuation(
-    checkpoint: dict, config: Any, train_batches: Callable[[], int], run_dir: Path | None = None
-) -> None:
+def check_continuation(checkpoint: dict, config: Any, run_dir: Path | None = None) -> None:
     """ConfigError when a fit from ``checkpoint`` (its plain data) cannot go on with ``config``:
-    a new run length (``LENGTH_KEYS``, or the train batches per epoch from ``train_batches()``)
-    under a fixed-length LR schedule (OneCycleLR fails past ``total_steps``), or a resume
-    (``run_dir``) of a finished run."""
+    a new run length (``LENGTH_KEYS``) under a fixed-length LR schedule (OneCycleLR fails past
+    ``total_steps``), or a resume (``run_dir``) of a finished run. Reads no data: the entry
+    calls it before Hydra writes anything (:func:`check_data_length` follows in the job)."""
     meta = checkpoint.get(CHECKPOINT_KEY) or {}
     saved = meta.get("config") or {}
     changes = []
@@ -181,25 +184,40 @@ def check_continuation(
         )
         if saved and old != new:
             changes.append(f"{key}={old}→{new}")
-    schedules = checkpoint.get("lr_schedulers") or []
-    total = next((s.get("total_steps") for s in schedules if isinstance(s, dict)), None)
-    devices = (setting(config, "trainer.devices") or 1, setting(config, "trainer.num_nodes") or 1)
-    if total and not changes and meta.get("train_batches") and devices == (1, 1):
-        limit = setting(config, "trainer.limit_train_batches") or 1.0
-        old, new = (_per_epoch(n, limit) for n in (meta["train_batches"], train_batches()))
-        if old != new:
-            changes.append(f"train batches per epoch={old}→{new} (data size)")
-    if total and changes:
-        raise ConfigError(
-            f"this fit changes the run length ({', '.join(changes)}) but the checkpoint's LR "
-            f"schedule was sized for {total} steps; continue with the run's own settings (a "
-            "bare resume=<run dir> uses them), or train with model.scheduler=null"
-        )
+    if _schedule_steps(checkpoint) and changes:
+        _refuse_new_length(checkpoint, changes)
     if run_dir and not changes and _ended(run_dir):
         raise ConfigError(
             f"resume={run_dir}: that run already finished (summary.json); nothing to continue: "
             "give a longer trainer.max_epochs to train it further"
         )
+
+
+def check_data_length(checkpoint: dict, config: Any, train_batches: Callable[[], int]) -> None:
+    """ConfigError when the train batches per epoch (``train_batches()``, from the built
+    DataModule) differ from the checkpoint's under a fixed-length LR schedule."""
+    meta = checkpoint.get(CHECKPOINT_KEY) or {}
+    devices = (setting(config, "trainer.devices") or 1, setting(config, "trainer.num_nodes") or 1)
+    if not (_schedule_steps(checkpoint) and meta.get("train_batches") and devices == (1, 1)):
+        return
+    limit = setting(config, "trainer.limit_train_batches") or 1.0
+    old, new = (_per_epoch(n, limit) for n in (meta["train_batches"], train_batches()))
+    if old != new:
+        _refuse_new_length(checkpoint, [f"train batches per epoch={old}→{new} (data size)"])
+
+
+def _schedule_steps(checkpoint: dict) -> int | None:
+    """``total_steps`` of the checkpoint's LR schedule, when it has a fixed length."""
+    schedules = checkpoint.get("lr_schedulers") or []
+    return next((s.get("total_steps") for s in schedules if isinstance(s, dict)), None)
+
+
+def _refuse_new_length(checkpoint: dict, changes: list[str]) -> None:
+    raise ConfigError(
+        f"this fit changes the run length ({', '.join(changes)}) but the checkpoint's LR "
+        f"schedule was sized for {_schedule_steps(checkpoint)} steps; continue with the run's "
+        "own settings (a bare resume=<run dir> uses them), or train with model.scheduler=null"
+    )
 
 
 def _ended(run_dir: Path) -> bool:
@@ -213,31 +231,36 @@ def _per_epoch(batches: int, limit: float | int) -> int:
     return int(batches * limit) if isinstance(limit, float) else min(batches, limit)
 
 
-def job_checkpoint(
-    ckpt_path: str | None, resume: str | None, log_dir: str, task: str, run_dir: str | Path
-) -> str | None:
-    """The checkpoint a job starts from: ``ckpt_path``, or the resumed run's last.ckpt."""
+@dataclass
+class StartPoint:
+    """The checkpoint a job starts from: its path and its plain data, read once."""
+
+    path: str
+    data: dict
+
+
+def start_point(
+    ckpt_path: str | None, resume: str | None, log_dir: str, task: str, run_dir: str | Path | None
+) -> StartPoint | None:
+    """The checkpoint a job starts from (``ckpt_path``, or the resumed run's last.ckpt), read
+    once; an unusable file is one line, before Lightning opens it. ``run_dir``: the job's own
+    directory, which a resumed fit must be (None: not known yet, before Hydra makes it)."""
     if ckpt_path or not resume:
         path = ckpt_path
     else:
         resumed = resolve_resume(resume, log_dir, "fit")
-        if task == "fit" and resumed != Path(run_dir).resolve():
+        if task == "fit" and run_dir is not None and resumed != Path(run_dir).resolve():
             raise ConfigError(
                 f"resume={resume} continues {resumed}, but this job writes to {run_dir}; "
                 "start it with the lightspeed command (which runs it in that directory)"
             )
         path = str(resumed / LAST)
-    if path:
-        read_plain(path)  # an unusable file is one line, before Lightning opens it
-    return path
+    return StartPoint(str(path), read_plain(path)) if path else None
 
 
-def start_resumed_fit(
-    trainer: Any, ckpt_path: str, config: Any, train_batches: Callable[[], int]
-) -> None:
-    """Checks the fit against its checkpoint, logs where it continues, aligns the loggers."""
-    checkpoint = read_plain(ckpt_path)
-    check_continuation(checkpoint, config, train_batches)
+def start_resumed_fit(trainer: Any, start: StartPoint) -> None:
+    """Logs where the fit continues and aligns the loggers' steps."""
+    checkpoint = start.data
     loops = checkpoint.get("loops", {}).get("fit_loop", {})
     progress = loops.get("epoch_loop.batch_progress", {})
     batch = progress.get("current", {}).get("processed", 0)
@@ -245,7 +268,7 @@ def start_resumed_fit(
     if batch and not progress.get("is_last_batch", False):
         where += f", mid-epoch after batch {batch}"
     log.info(
-        f"resuming from {ckpt_path} at {where}: weights, optimizer, LR schedule, loop counters, "
+        f"resuming from {start.path} at {where}: weights, optimizer, LR schedule, loop counters, "
         "best-k tracking and the in-memory loader's position are exact; global RNG streams "
         "(dropout) restart from the seed, and a DataLoader with workers restarts its epoch"
     )

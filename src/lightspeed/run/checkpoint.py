@@ -2,7 +2,7 @@
 of files that cannot be used.
 
 No torch at import time: the entry point diagnoses a ``ckpt_path`` (:func:`read_plain`) before
-torch is loaded. The Lightning side is in :mod:`lightspeed.callbacks.checkpointing`.
+torch is loaded. The Lightning side is in :mod:`lightspeed.safety.checkpointing`.
 """
 
 from __future__ import annotations
@@ -148,13 +148,15 @@ def _read_zip(path: Path, size: int) -> Any:
 def read_checkpoint(
     path: str | Path, map_location: Any = "cpu", weights_only: bool = True, lightning: bool = True
 ) -> dict[str, Any]:
-    """Loads a checkpoint with torch after :func:`read_plain` found nothing wrong with it."""
+    """Loads a checkpoint with torch; a file it cannot load is diagnosed by :func:`read_plain`."""
     import torch
 
-    read_plain(path, lightning)
+    # read_plain only when torch fails: the entry already checked the file (read once), and a
+    # failure here gets its one-line diagnosis
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        read_plain(path, lightning)
         raise CheckpointError(
             f"checkpoint {path} cannot be loaded ({_first_line(e)}); use an earlier checkpoint"
         ) from None

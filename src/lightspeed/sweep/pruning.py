@@ -1,7 +1,7 @@
 """OptunaPruning: report each validation's metric to an Optuna trial; stop a trial gone bad.
 
-The sweep (:mod:`lightspeed.sweep`) adds it to each trial's fit. ``optuna-integration`` has the
-same callback; this one is a few lines and keeps that package out.
+The sweep (:mod:`lightspeed.sweep.study`) hands one to each trial's fit. ``optuna-integration``
+has the same callback; this one is a few lines and keeps that package out.
 """
 
 from __future__ import annotations
@@ -17,29 +17,24 @@ PRUNED_AT = "pruned_at_epoch"  # user attribute of a pruned trial
 
 
 class OptunaPruning(L.Callback):
-    """Reports ``monitor`` to the sweep's running trial and stops the fit when it is pruned.
+    """Reports ``monitor`` to an Optuna trial and stops the fit when the trial is pruned.
 
     Args:
-        trial_number: the trial (of the sweep running in this process) that this fit is.
-        monitor: the metric reported, as logged (``val/acc``).
+        trial: the Optuna trial that this fit is.
+        monitor: the metric reported, as logged (the run's ``objective.metric``).
     """
 
-    def __init__(self, trial_number: int, monitor: str = "val/acc") -> None:
-        self.trial_number = trial_number
+    def __init__(self, trial: Any, monitor: str) -> None:
+        self.trial = trial
         self.monitor = monitor
         self.pruned_at: int | None = None
-
-    def _trial(self) -> Any:
-        from lightspeed.sweep import running_trial
-
-        return running_trial(self.trial_number)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         value = trainer.callback_metrics.get(self.monitor)
-        trial = self._trial()
-        if value is None or trial is None:
+        trial = self.trial
+        if value is None:
             return
         epoch = trainer.current_epoch
         trial.report(float(value), step=epoch)
@@ -48,4 +43,4 @@ class OptunaPruning(L.Callback):
             self.pruned_at = epoch
             trainer.should_stop = True
             what = "trial %d pruned after epoch %d: %s=%.4f is behind the other trials"
-            log.info(what, self.trial_number, epoch, self.monitor, float(value))
+            log.info(what, trial.number, epoch, self.monitor, float(value))

@@ -20,9 +20,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from lightspeed.callbacks.checkpointing import LastCheckpoint
 from lightspeed.errors import ConfigError, RunInterrupted
-from lightspeed.resume import resume_command
+from lightspeed.run.resume import resume_command
+from lightspeed.safety.checkpointing import LastCheckpoint
 
 log = logging.getLogger(__name__)
 

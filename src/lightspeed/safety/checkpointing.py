@@ -1,7 +1,7 @@
 """The Lightning side of checkpoints: the Trainer's ``CheckpointIO`` plugin, ``last.ckpt`` kept
 current, and a mid-epoch resume that continues at the next unseen batch.
 
-File formats, atomic writes and the one-line diagnoses are in :mod:`lightspeed.checkpoint`.
+File formats, atomic writes and the one-line diagnoses are in :mod:`lightspeed.run.checkpoint`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lightspeed.checkpoint import (
+from lightspeed.constraints import NonNegativeInt
+from lightspeed.errors import UserError
+from lightspeed.run.checkpoint import (
     CheckpointError,
     atomic_write,
     describe_mismatch,
@@ -25,9 +27,7 @@ from lightspeed.checkpoint import (
     made_with,
     read_checkpoint,
 )
-from lightspeed.constraints import NonNegativeInt
-from lightspeed.errors import UserError
-from lightspeed.rundir import check_writable
+from lightspeed.run.rundir import check_writable
 
 
 class NonFiniteWeightsError(UserError):
@@ -47,7 +47,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """``CheckpointIO`` that saves atomically, refuses NaN weights, and loads with one-line errors.
 
     Lightning's ``_atomic_save`` stages in the system temp dir (a copy over the old file across
-    file systems) and fsyncs nothing, so local saves use :func:`~lightspeed.checkpoint.atomic_write`.
+    file systems) and fsyncs nothing, so local saves use :func:`~lightspeed.run.checkpoint.atomic_write`.
 
     Args:
         check_finite: refuse to save weights that hold NaN or inf (one host sync per save).

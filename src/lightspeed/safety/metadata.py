@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 
-from lightspeed.checkpoint import CHECKPOINT_KEY, FORMAT_VERSION
+from lightspeed.run.checkpoint import CHECKPOINT_KEY, FORMAT_VERSION
 
 __all__ = ["CHECKPOINT_KEY", "RunMetadata"]
 
