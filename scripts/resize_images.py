@@ -18,14 +18,17 @@ from pathlib import Path
 
 from lightspeed.data.image_folder import list_images
 
+RESIZED, UP_TO_DATE = "resized", "up to date"
 
-def resize_one(job: tuple[Path, Path, tuple[int, int], str | None]) -> str | None:
-    """Resizes one file; returns an error line for an unreadable file, else None."""
+
+def resize_one(job: tuple[Path, Path, tuple[int, int], str | None]) -> str:
+    """Resizes one file; returns ``RESIZED``, ``UP_TO_DATE`` (left alone) or, for an unreadable
+    file, its error line."""
     from PIL import Image, UnidentifiedImageError
 
     src, dst, size, mode = job
     if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
-        return None
+        return UP_TO_DATE
     try:
         with Image.open(src) as im:
             im = (
@@ -38,7 +41,7 @@ def resize_one(job: tuple[Path, Path, tuple[int, int], str | None]) -> str | Non
         out.save(dst)
     except (OSError, UnidentifiedImageError, ValueError) as e:
         return f"{src}: {e}"
-    return None
+    return RESIZED
 
 
 def plan(src: Path, dst: Path, size: tuple[int, int], fmt: str | None, mode: str | None) -> list:
@@ -74,13 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     jobs = plan(args.src, args.dst, size, args.format, args.mode)
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
-            errors = [e for e in pool.map(resize_one, jobs, chunksize=64) if e]
+            outcomes = list(pool.map(resize_one, jobs, chunksize=64))
     else:
-        errors = [e for e in map(resize_one, jobs) if e]
+        outcomes = [resize_one(job) for job in jobs]
+    errors = [o for o in outcomes if o not in (RESIZED, UP_TO_DATE)]
     for e in errors:
         print(f"skipped {e}", file=sys.stderr)
+    kept = outcomes.count(UP_TO_DATE)
     print(
-        f"{len(jobs) - len(errors)} images resized to {size[0]}x{size[1]} in {args.dst}; {len(errors)} unreadable"
+        f"{outcomes.count(RESIZED)} images resized to {size[0]}x{size[1]} in {args.dst}; "
+        + (f"{kept} already up to date; " if kept else "")
+        + f"{len(errors)} unreadable"
     )
     return 0
 

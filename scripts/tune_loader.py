@@ -5,14 +5,25 @@
     .venv/bin/python scripts/tune_loader.py data=image_folder data.data_dir=/my/images
     .venv/bin/lightspeed local=loader_hdf5            # train hdf5 with what it found
 
-Two stages, both bounded in time (about 1.5 minutes on 2 cores with the default grid):
+Two stages, both bounded in time:
 
 1. the train loader alone: samples/s over at most ``--batches`` batches (or ``--seconds``) for
-   every num_workers × prefetch_factor × pin_memory (only with CUDA) × batch_size in the grid;
-2. the best ``--top`` settings inside real training: ``--steps`` steps of the configured model's
-   ``training_step`` through Lightning, reading SpeedMonitor's samples/s and data-wait share
-   (a loader fast alone can still steal cores from the step). The checks run interleaved, best
-   round kept, and the fewest workers win unless more are ``--tolerance`` faster.
+   every num_workers × prefetch_factor × pin_memory (only with CUDA) × batch_size in the grid,
+   once each: it only shortlists;
+2. the best ``--top`` settings, and the configured loader (what the data runs with without
+   the file) at their batch sizes, inside real training: ``--steps`` steps of the configured
+   model's ``training_step`` through Lightning, reading SpeedMonitor's samples/s and data-wait
+   share (a loader fast alone can still steal cores from the step). ``--rounds`` interleaved
+   rounds; each setting's median decides, and the fewest workers win unless more are
+   ``--tolerance`` faster.
+
+A setting other than the configured loader is written only when it beat it in every round
+(its slowest round faster than the configured loader's fastest, at the same batch size). On a
+busy machine the rounds can disagree beyond that: one round of ``num_workers=2`` once read
+607 samples/s and the other 132, and keeping the best round wrote it over a faster default.
+Then the script says it could not decide, writes nothing and exits 1: its one product is the
+file, so ``make tune-loader && make train ARGS="local=..."`` must stop there rather than train
+with an older file (or fail later on a missing one); 2 stays the status of a bad command.
 
 The winner is written to ``configs/local/loader_<data>.yaml`` (git-ignored: it describes this
 machine), one file per data config, so tuning ``data=hdf5`` leaves what the default data runs
@@ -30,6 +41,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -86,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="time bound per setting")
     ap.add_argument("--top", type=int, default=3, help="settings checked inside training")
     ap.add_argument("--steps", type=int, default=15, help="training steps per check")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved repeats of each check")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats of each check")
     ap.add_argument(
         "--tolerance", type=float, default=0.1, help="how much faster more workers must be"
     )
@@ -130,12 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     info = hardware.report()
     console.print(f"[bold]hardware:[/] {hardware.one_line(info)}")
+    configured = {"batch_size": dm.batch_size, **knobs_of(dm.loader)}  # before any is measured
     if dm.in_memory and dm.data_device == "cpu":
         console.print(
-            "[bold]data held in memory:[/] the in-memory loader (num_workers=0) is the answer: a "
-            "batch is one index_select on tensors already in RAM, while worker processes add "
-            "inter-process copies of every batch and compete with the training step for cores. "
-            "Measured anyway:"
+            "[bold]data held in memory:[/] the in-memory loader (num_workers=0) is expected to "
+            "win: a batch is one index_select on tensors already in RAM, while worker processes "
+            "add inter-process copies of every batch and compete with the training step for "
+            "cores. Measured anyway; workers are written only if they beat it in every round:"
         )
 
     # one untimed pass first: lazy initialisation would otherwise be charged to the first setting
@@ -164,46 +178,131 @@ def main(argv: list[str] | None = None) -> int:
     ranked = sorted(grid, key=lambda r: -r["loader_sps"])
     del dm
 
-    # Interleaved rounds, best round kept: other load on the machine only ever slows a round.
-    for _ in range(args.rounds):
-        for row in ranked[: args.top]:
+    checked = with_configured(ranked, args.top, configured)
+    # Interleaved rounds, each setting's median: a round can be slowed, and also sped up, by
+    # what else the machine runs at that moment (the best round once kept a 607 vs 132 outlier)
+    for round_no in range(1, args.rounds + 1):
+        for row in checked:
             knobs = {k: row[k] for k in ("batch_size", "num_workers", "pin_memory")}
             knobs["prefetch_factor"] = row["prefetch_factor"] or "auto"
             summary = quick_fit(
                 [*overrides, *(f"data.{k}={v}" for k, v in knobs.items())], args.steps, tmp
             )
             sps = summary.get("samples_per_s") or 0.0
-            console.print(f"  training {row_label(row)}: {sps:,.0f} samples/s")
-            if sps > row.get("train_sps", 0.0):
-                row["train_sps"], row["data_wait_share"] = sps, summary.get("data_wait_share")
-    best = choose(ranked[: args.top], args.tolerance)
+            console.print(f"  training {row_label(row)}: {sps:,.0f} samples/s (round {round_no})")
+            row.setdefault("train_runs", []).append(sps)
+            row.setdefault("wait_runs", []).append(summary.get("data_wait_share"))
+    for row in checked:
+        row["train_sps"] = statistics.median(row["train_runs"])
+        waits = [w for w in row["wait_runs"] if w is not None]
+        row["data_wait_share"] = statistics.median(waits) if waits else None
+    best, why = decide(checked, args.tolerance)
 
     cols = ["batch", "workers", "prefetch", "pin", "loader samples/s", "train samples/s"]
-    cols.append("data wait")
-    table = Table(*(Column(c, justify="right") for c in cols), title="train loader settings")
+    cols += ["rounds", "data wait"]
+    table = Table(
+        *(Column(c, justify="right") for c in cols),
+        title="train loader settings",
+        caption="* the configured loader: what the data runs with without the file",
+    )
     for r in ranked:
+        runs = r.get("train_runs")
         table.add_row(
             str(r["batch_size"]),
-            str(r["num_workers"]),
+            str(r["num_workers"]) + ("*" if r.get("configured") else ""),
             str(r["prefetch_factor"] or "-"),
             str(r["pin_memory"]).lower(),
-            f"{r['loader_sps']:,.0f}",
-            f"{r['train_sps']:,.0f}" if r.get("train_sps") else "-",
+            f"{r['loader_sps']:,.0f}" if r.get("loader_sps") is not None else "-",
+            f"{r['train_sps']:,.0f}" if runs else "-",
+            f"{min(runs):,.0f}-{max(runs):,.0f}" if runs else "-",
             f"{r['data_wait_share']:.1%}" if r.get("data_wait_share") is not None else "-",
             style="bold green" if r is best else None,
         )
     console.print(table)
+    if best is None:
+        print(f"tune_loader: {why}; wrote nothing", file=sys.stderr)
+        return 1
     note = f"{info['cpu']}, {info['cpu_usable_cores']} usable cores, {time.strftime('%Y-%m-%d')}"
     write_local(out, data, best, note)
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     console.print(
-        f"best: {row_label(best)} → wrote {out} (use it: lightspeed local={out.stem}); "
-        f"{time.perf_counter() - t_start:.0f} s"
+        f"best: {row_label(best)} ({why}) → wrote {shown}; {time.perf_counter() - t_start:.0f} s",
+        soft_wrap=True,
     )
+    print(use_it(out))
     return 0
 
 
+def knobs_of(settings) -> dict:
+    """The knobs a row has, of resolved :class:`LoaderSettings`."""
+    prefetch = settings.prefetch_factor if settings.num_workers else None
+    return {
+        "num_workers": settings.num_workers,
+        "prefetch_factor": prefetch,
+        "pin_memory": settings.pin_memory,
+    }
+
+
+def same_knobs(a: dict, b: dict) -> bool:
+    return all(a[k] == b[k] for k in ("num_workers", "prefetch_factor", "pin_memory"))
+
+
+def with_configured(ranked: list[dict], top: int, configured: dict) -> list[dict]:
+    """The ``top`` rows of ``ranked`` plus the configured loader at each of their batch sizes
+    (added to ``ranked`` when the grid lacks it); rows of the configured knobs are marked."""
+    checked = ranked[:top]
+    for batch in dict.fromkeys(r["batch_size"] for r in checked):
+        base = {**configured, "batch_size": batch}
+        row = next((r for r in ranked if same_knobs(r, base) and r["batch_size"] == batch), None)
+        if row is None:
+            row = {**base, "loader_sps": None}
+            ranked.append(row)
+        if row not in checked:
+            checked.append(row)
+    for row in ranked:
+        row["configured"] = same_knobs(row, configured)
+    return checked
+
+
+def decide(checked: list[dict], tolerance: float) -> tuple[dict | None, str]:
+    """The setting to write and why; ``(None, why not)`` when the rounds cannot tell.
+
+    :func:`choose` on the medians; a winner other than the configured loader must also have
+    beaten it in every round: its slowest round faster than the configured loader's fastest at
+    the same batch size. Otherwise their difference is within what the rounds scatter by.
+    """
+    best = choose(checked, tolerance)
+    if best["configured"]:
+        return best, "the configured loader: nothing measured clearly faster"
+    base = next(r for r in checked if r["configured"] and r["batch_size"] == best["batch_size"])
+    ours, theirs = best["train_runs"], base["train_runs"]
+    if min(ours) > max(theirs):
+        return best, (
+            f"faster than the configured loader in every round: {min(ours):,.0f}-"
+            f"{max(ours):,.0f} vs {min(theirs):,.0f}-{max(theirs):,.0f} samples/s"
+        )
+    return None, (
+        f"could not decide: {row_label(best)} has the best median "
+        f"({best['train_sps']:,.0f} samples/s), but its rounds ({min(ours):,.0f}-"
+        f"{max(ours):,.0f}) overlap the configured loader's ({min(theirs):,.0f}-"
+        f"{max(theirs):,.0f}): the machine's load scatters the rounds more than the settings "
+        "differ; rerun when it is idle, or with more --rounds"
+    )
+
+
+def use_it(out: Path) -> str:
+    """How to train with ``out``, as it pastes into a shell in the project root."""
+    if out.parent.resolve() != (ROOT / "configs" / "local").resolve():
+        copy = f"cp {shlex.quote(str(out))} configs/local/"
+        return f"use it: {copy} && .venv/bin/lightspeed local={out.stem}"
+    return (
+        f'use it: .venv/bin/lightspeed local={out.stem}\n    or: make train ARGS="local={out.stem}"'
+    )
+
+
 def choose(checked: list[dict], tolerance: float) -> dict:
-    """Fastest in training; among those within ``tolerance`` of it, the fewest workers."""
+    """Fastest in training (``train_sps``); among those within ``tolerance`` of it, the fewest
+    workers."""
     top = max(r.get("train_sps", 0.0) for r in checked)
     near = [r for r in checked if r.get("train_sps", 0.0) >= (1 - tolerance) * top]
     return min(near, key=lambda r: (r["num_workers"], -r.get("train_sps", 0.0)))

@@ -237,17 +237,20 @@ def test_sigterm_to_rank_zero_then_resume_finishes_in_the_same_run_dir(
 
 
 @pytest.mark.slow
-def test_ddp_job_of_a_multirun_stays_in_its_job_dir(tiny_data: Path, tmp_path: Path) -> None:
-    """``-m`` with a DDP trainer: rank 1 joins the job's own dir instead of re-running the
-    sweep command (a run dir per rank, or the sweep started again, in other templates)."""
+def test_ddp_jobs_of_a_multirun_each_run_in_their_job_dir(tiny_data: Path, tmp_path: Path) -> None:
+    """``-m`` with a DDP trainer, two jobs in one process: rank 1 joins each job's own dir
+    instead of re-running the sweep command (a run dir per rank, or the sweep started again,
+    in other templates), and job 1 meets its own rank 1 (job 0's process group, to a rank 1
+    that had exited, failed it with "Connection closed by peer")."""
     root = tmp_path / "root"
-    argv = command(tiny_data, root, "trainer=ddp_cpu", "debug=fdr", "data.batch_size=50")
+    argv = command(tiny_data, root, "trainer=ddp_cpu", "debug=fdr", "data.batch_size=50",
+                   "model.optimizer.lr=0.1,0.2")  # fmt: skip
     run([argv[0], "-m", "lightspeed", "-m", *argv[3:]], env=audit_env(tmp_path, root))
     fit = root / "logs" / "fit"
     assert [p.name for p in fit.iterdir()] == ["multiruns"]
     (sweep,) = (fit / "multiruns").iterdir()
-    assert sorted(p.name for p in sweep.iterdir()) == ["0", "multirun.yaml"]
-    assert (sweep / "0" / "summary.json").is_file()
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    assert (sweep / "0" / "summary.json").is_file() and (sweep / "1" / "summary.json").is_file()
     assert_rank_zero_wrote_alone(tmp_path, root)
 
 

@@ -199,8 +199,16 @@ def test_resize_images_script(image_root: Path, tmp_path: Path) -> None:
     assert "broken.png" in proc.stderr and "1 unreadable" in proc.stdout
     files = sorted(out.rglob("*.png"))
     assert len(files) == 2 * PER_CLASS + 4
+    assert proc.stdout.startswith(f"{len(files)} images resized to 10x14 in {out}; ")
     with Image.open(files[0]) as im:
         assert im.size == (14, 10)
+
+    # a rerun finds every output newer than its source: it says it resized none (not all again)
+    rerun = subprocess.run(proc.args, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip() == (
+        f"0 images resized to 10x14 in {out}; {len(files)} already up to date; 1 unreadable"
+    )
 
 
 def test_rgb_folders_train_with_no_shape_overrides(tmp_path: Path, cfg_factory) -> None:

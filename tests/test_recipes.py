@@ -1,10 +1,11 @@
 """docs/own_model.md and docs/own_data.md, followed literally in a copy of the project.
 
 Each fenced block whose info string names a file (```python file=src/...) is written to that
-path of a temporary copy of ``src/`` and ``configs/``; nothing else is edited. Then every
-``.venv/bin/lightspeed`` command the page shows runs there as printed, as a process, on
-generated data in the copy's ``data/`` folder. So a recipe that needs a third file, or a command
-that does not run, fails here.
+path of a temporary copy of ``src/`` and ``configs/``; nothing else is edited. A plain
+```python block (own_data.md's saving of the reader's arrays) runs in the copy's root with the
+arrays it names generated. Then every ``.venv/bin/lightspeed`` command the page shows runs there
+as printed, as a process, on generated data in the copy's ``data/`` folder. So a recipe that
+needs a third file, or a snippet or command that does not run, fails here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from conftest import copy_environment, project_copy, rgb_class_folders, write_ti
 REPO = Path(__file__).resolve().parents[1]
 FILE_BLOCK = re.compile(r"```\w+ file=(\S+)\n(.*?)```", re.S)
 BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)  # no file=: a snippet the reader runs
 
 pytestmark = pytest.mark.slow  # one process per command: ~10 s each
 
@@ -52,14 +54,24 @@ def run(command: str, root: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def arrays(folder: Path) -> None:
+def arrays() -> dict[str, np.ndarray]:
+    """The reader's arrays: ``x_train``, ``y_train``, ``x_test``, ``y_test`` (20x24 RGB, 4 classes)."""
     rng = np.random.default_rng(1)
-    folder.mkdir(parents=True)
+    out = {}
     for split, n in (("train", 200), ("test", 60)):
         y = rng.integers(0, 4, size=n)
         x = np.clip(y[:, None, None, None] * 60 + rng.normal(0, 30, (n, 20, 24, 3)), 0, 255)
-        np.save(folder / f"x_{split}.npy", x.astype(np.uint8))
-        np.save(folder / f"y_{split}.npy", y)
+        out[f"x_{split}"], out[f"y_{split}"] = x.astype(np.uint8), y
+    return out
+
+
+def run_snippets(page: str, root: Path, names: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs the page's plain ```python blocks in ``root``, with ``names`` defined."""
+    snippets = PYTHON_BLOCK.findall((REPO / "docs" / page).read_text())
+    assert snippets, f"{page} shows no snippet to run"
+    monkeypatch.chdir(root)
+    for snippet in snippets:
+        exec(compile(snippet, f"{page} snippet", "exec"), dict(names))
 
 
 def summaries(root: Path) -> list[dict]:
@@ -84,10 +96,10 @@ def test_own_model_recipe(tmp_path: Path) -> None:
     assert "in_channels: 1" in config  # read from the data
 
 
-def test_own_data_recipe(tmp_path: Path) -> None:
+def test_own_data_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = project_copy(tmp_path)
     rgb_class_folders(root / "data" / "my_images")
-    arrays(root / "data" / "arrays")
+    run_snippets("own_data.md", root, arrays(), monkeypatch)  # saves into data/arrays/
     commands = follow("own_data.md", root)
     for command in commands:
         run(command, root)

@@ -134,3 +134,27 @@ def test_a_study_continues_only_with_its_own_command(tmp_path: Path) -> None:
     assert search.open_study(tmp_path, ["model=mlp"]).user_attrs["command"] == ["model=mlp"]
     with pytest.raises(ConfigError, match=r"was started with other settings \(command: "):
         search.open_study(tmp_path, ["model=cnn_small"])
+
+
+def test_a_continued_study_samples_new_parameters(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 trials, then the same command to 4: the sampler, made again with the same seed, drew
+    trials 2 and 3 with exactly the parameters of trials 0 and 1. The fits are stood in for
+    (a trial's value is its learning rate): only the sampling is under test."""
+    from lightspeed.sweep import OptunaSearch
+
+    def fit(self, study, trial, command, sweep_dir, resume) -> None:
+        study.tell(trial, trial.params["model.optimizer.lr"])
+
+    monkeypatch.setattr(OptunaSearch, "run_trial", fit)
+    argv = ["hparams_search=cnn_lr", "hparams_search.study_name=tiny", "model=mlp",
+            f"data.data_dir={tiny_data}", f"paths.root_dir={tmp_path}"]  # fmt: skip
+    for n_trials in (2, 4):
+        with pytest.raises(SystemExit) as stop:
+            cli.main([*argv, f"hparams_search.n_trials={n_trials}"])
+        assert stop.value.code == 0
+    rows = results(tmp_path / "logs" / "sweeps" / "tiny")
+    assert sorted(r["trial"] for r in rows) == ["0", "1", "2", "3"]
+    params = [(r["model.optimizer.lr"], r["model.optimizer.weight_decay"]) for r in rows]
+    assert len(set(params)) == 4, params

@@ -77,3 +77,71 @@ def test_tiny_run_writes_the_file_for_the_data_it_tuned(tiny_data: Path, tmp_pat
     written = OmegaConf.load(out)
     assert list(written.defaults) == [{"override /data": "mnist"}]
     assert written.data.num_workers == 0
+
+
+def run_measured(
+    tiny_data: Path, tmp_path: Path, monkeypatch, rounds: dict[int, list[float]]
+) -> tuple[int, Path]:
+    """main() on the tiny data, grid workers {0, 2}, with the timings stood in for: the loader
+    alone ranks 2 workers first, and training reads ``rounds[num_workers]``, round by round.
+    The file goes to its default place, ``configs/local/`` of a project at ``tmp_path``."""
+    monkeypatch.setattr(tune_loader, "ROOT", tmp_path)
+    monkeypatch.setattr(
+        tune_loader, "measure_loader", lambda dm, b, s, *_: 1000.0 * (1 + s.num_workers)
+    )
+    left = {w: iter(sps) for w, sps in rounds.items()}
+
+    def quick_fit(overrides: list[str], steps: int, out_dir: str) -> dict:
+        workers = int(
+            next(o for o in reversed(overrides) if o.startswith("data.num_workers=")).split("=")[1]
+        )
+        return {"samples_per_s": next(left[workers]), "data_wait_share": 0.1}
+
+    monkeypatch.setattr(tune_loader, "quick_fit", quick_fit)
+    code = tune_loader.main(
+        [
+            *("--workers", "0,2", "--prefetch", "4", "--batch", "32", "--top", "2"),
+            *("--rounds", str(len(rounds[0])), "data=mnist", f"data.data_dir={tiny_data}"),
+            *("data.download=false", "data.val_size=100", f"paths.root_dir={tmp_path}"),
+        ]
+    )
+    assert all(next(it, None) is None for it in left.values())  # every round was measured
+    return code, tmp_path / "configs" / "local" / "loader_mnist.yaml"
+
+
+def test_rounds_that_disagree_write_nothing(
+    tiny_data: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The busy machine of the report: 2 workers read 607 in one round and 132 in another. Their
+    median beats the in-memory loader, but not in every round: no decision, no file, status 1."""
+    rounds = {0: [300.0, 310.0, 290.0], 2: [607.0, 132.0, 600.0]}
+    code, out = run_measured(tiny_data, tmp_path, monkeypatch, rounds)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.exists()
+    assert len(err) == 1 and err[0].startswith("tune_loader: could not decide: "), err
+    assert "workers=2 prefetch=4" in err[0] and err[0].endswith("; wrote nothing")
+
+
+def test_a_best_round_alone_does_not_beat_the_configured_loader(
+    tiny_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """2 workers' best round (900) is the fastest of all, their median (260) is not: the
+    in-memory loader (num_workers=0) is written."""
+    rounds = {0: [300.0, 310.0, 290.0], 2: [250.0, 900.0, 260.0]}
+    code, out = run_measured(tiny_data, tmp_path, monkeypatch, rounds)
+    assert code == 0
+    assert OmegaConf.load(out).data.num_workers == 0
+
+
+def test_faster_in_every_round_is_written(
+    tiny_data: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    rounds = {0: [300.0, 310.0, 290.0], 2: [600.0, 610.0, 590.0]}
+    code, out = run_measured(tiny_data, tmp_path, monkeypatch, rounds)
+    printed = capsys.readouterr().out.splitlines()
+    assert code == 0
+    written = OmegaConf.load(out)
+    assert written.data.num_workers == 2 and written.data.prefetch_factor == 4
+    # commands that paste into a fresh shell in the project root (no bare `lightspeed`)
+    assert "use it: .venv/bin/lightspeed local=loader_mnist" in printed
+    assert '    or: make train ARGS="local=loader_mnist"' in printed

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 # job names of salloc/srun --pty shells, as Lightning reads them
 INTERACTIVE_JOB_NAMES = ("bash", "interactive")
+# what Lightning's launcher sets in rank zero's own environment, and leaves there after the fit
+LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_environ_before_jobs: dict[str, str | None] | None = None  # at the first job of this process
 
 
 def started_by_lightning() -> bool:
@@ -140,13 +143,43 @@ def launch_overrides(
     return out
 
 
+def fresh_rendezvous() -> None:
+    """Before each job of a multirun that runs its jobs one after another in this process.
+
+    Lightning's launcher starts ranks > 0 for one job: they exit with it. It leaves behind, in
+    this process, the job's process group and the variables that made it (``LOCAL_RANK``
+    above all, which tells the next job's Lightning that the ranks already exist, and
+    ``MASTER_PORT``). The next job would reuse that group and fail on its exited peers
+    ("Connection closed by peer"): here the group goes and the variables are as they were
+    before the first job, so Lightning starts new ranks on a new free port.
+
+    Ranks that an outside launcher started (torchrun, srun) run every job of the sweep
+    themselves and keep their group: nothing changes for them.
+    """
+    global _environ_before_jobs
+    if _environ_before_jobs is None:
+        _environ_before_jobs = {k: os.environ.get(k) for k in LAUNCHER_VARIABLES}
+        return
+    if _environ_before_jobs["LOCAL_RANK"] is not None:  # the ranks came from outside
+        return
+    dist = sys.modules.get("torch.distributed")  # imported only when a job used it
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in _environ_before_jobs.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def prepare_job(cfg: Any) -> None:
     """In the Hydra job, before the build: what a multirun or requeued job needs.
 
     * A job of a multirun (``-m``, e.g. on SLURM through submitit) that Lightning's launcher
       runs on several devices: Lightning re-runs ``sys.argv`` with ``hydra.run.dir`` for
       ranks > 0; both are set to this job's own (not the sweep's command, not the run-mode
-      dir), so ranks > 0 join this job instead of starting the sweep again.
+      dir), so ranks > 0 join this job instead of starting the sweep again. Each job after
+      the first gets a fresh rendezvous (:func:`fresh_rendezvous`).
     * A requeued SLURM job of a multirun continues its run dir when it holds ``last.ckpt``.
     """
     from hydra.core.hydra_config import HydraConfig
@@ -158,6 +191,7 @@ def prepare_job(cfg: Any) -> None:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     if hydra_cfg.mode == RunMode.MULTIRUN:
+        fresh_rendezvous()
         with read_write(hydra_cfg), open_dict(hydra_cfg):
             hydra_cfg.run.dir = output_dir
         sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import sys
 import time
@@ -43,7 +44,8 @@ class OptunaSearch:
             its best epoch's. None: the run's ``objective.metric``.
         direction: ``maximize`` or ``minimize`` the metric. None: from ``objective.mode``.
         sampler: ``tpe`` (Bayesian, Optuna's default) or ``random``.
-        seed: the sampler's seed.
+        seed: the sampler's seed (a continued study's sampler draws from ``seed`` and the
+            number of trials it holds: see :func:`sampler_seed`).
         pruner: ``median``: stop a trial whose metric is worse than the median of the earlier
             trials at the same epoch; ``none``.
         startup_trials: trials that always run to the end, before pruning starts.
@@ -96,6 +98,9 @@ class OptunaSearch:
             pruner=pruner,
             load_if_exists=True,
         )
+        held = len(study.get_trials(deepcopy=False))
+        if held:  # a continued study: not the draws its first run made
+            study.sampler = samplers[self.sampler](seed=sampler_seed(self.seed, held))
         setup = {"command": command, "params": self.params, "metric": self.metric}
         if not study.user_attrs:
             for key, value in setup.items():
@@ -239,6 +244,19 @@ class OptunaSearch:
             best = max(values) if self.direction == "maximize" else min(values)
             study.tell(trial, best)
             log.info("trial %d: %s %.4f in %.0f s", number, self.metric, best, seconds)
+
+
+def sampler_seed(seed: int | None, held: int) -> int | None:
+    """The seed of the sampler of a study that holds ``held`` trials.
+
+    Each run of the command makes the sampler again. With ``seed`` alone, a continued study
+    drew again what its first run drew: trials 3, 4, 5 had the parameters of trials 0, 1, 2
+    (TPE samples its first trials at random, from the seed's generator). Mixing in ``held``
+    gives each continuation its own draws, and a fresh study (``held=0``) those of ``seed``.
+    """
+    if seed is None or held == 0:
+        return seed
+    return random.Random(f"{seed}/{held}").getrandbits(32)  # a str seed is hashed: stable
 
 
 def _difference(saved: dict, now: dict) -> str:
