@@ -148,7 +148,7 @@ def test_a_continued_study_samples_new_parameters(
         study.tell(trial, trial.params["model.optimizer.lr"])
 
     monkeypatch.setattr(OptunaSearch, "run_trial", fit)
-    argv = ["hparams_search=cnn_lr", "hparams_search.study_name=tiny", "model=mlp",
+    argv = ["hparams_search=lr_wd", "hparams_search.study_name=tiny", "model=mlp",
             f"data.data_dir={tiny_data}", f"paths.root_dir={tmp_path}"]  # fmt: skip
     for n_trials in (2, 4):
         with pytest.raises(SystemExit) as stop:
