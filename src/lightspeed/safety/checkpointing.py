@@ -13,10 +13,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from lightspeed.compat import apply_pending_loader_state, is_local_path
 from lightspeed.constraints import NonNegativeInt
 from lightspeed.errors import UserError
 from lightspeed.run.checkpoint import (
@@ -70,7 +70,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
-        if storage_options is not None or not _is_local_file_protocol(str(path)):
+        if storage_options is not None or not is_local_path(path):
             super().save_checkpoint(checkpoint, path, storage_options)  # fsspec's transaction
             return
         if self.check_finite:
@@ -96,7 +96,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         map_location: Callable | Any = lambda storage, loc: storage,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        if not _is_local_file_protocol(str(path)):
+        if not is_local_path(path):
             return super().load_checkpoint(path, map_location, weights_only)
         # not only Lightning checkpoints: ddp_spawn hands its weights back as a bare state dict
         checkpoint = read_checkpoint(path, map_location, weights_only is not False, False)
@@ -168,9 +168,4 @@ class RestoreLoaderPosition(L.Callback):
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        fit_loop = trainer.fit_loop
-        pending = getattr(fit_loop, "_combined_loader_states_to_load", None)
-        loader = getattr(fit_loop, "_combined_loader", None)
-        if pending and loader is not None:
-            loader._load_state_dicts(pending)
-            fit_loop._combined_loader_states_to_load = []
+        apply_pending_loader_state(trainer.fit_loop)

@@ -11,16 +11,19 @@ from lightspeed.run.resume import override_key
 from lightspeed.sweep.study import in_trials
 
 
-def _console_logging() -> None:
+def _console_logging() -> logging.Handler | None:
+    """A console handler on the root logger, unless one is there; the one added, to remove."""
     root = logging.getLogger()
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-               for h in root.handlers):  # fmt: skip
-        console = logging.StreamHandler(sys.stdout)
-        console.setFormatter(
-            logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s", "%H:%M:%S")
-        )
-        root.addHandler(console)
     root.setLevel(logging.INFO)
+    if any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+           for h in root.handlers):  # fmt: skip
+        return None
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(
+        logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s", "%H:%M:%S")
+    )
+    root.addHandler(console)
+    return console
 
 
 def run_sweep(cfg: Any, argv: list[str]) -> int:
@@ -45,9 +48,13 @@ def run_sweep(cfg: Any, argv: list[str]) -> int:
         search = hydra.utils.get_class(cfg.hparams_search._target_)(
             **OmegaConf.to_container(OmegaConf.create(node), resolve=True)
         )
-        _console_logging()
+        console = _console_logging()
         command = [a for a in argv if in_trials(a)]
-        return search.run(cfg, command)
+        try:
+            return search.run(cfg, command)
+        finally:  # an in-process caller keeps its own logging as it was
+            if console is not None:
+                logging.getLogger().removeHandler(console)
     except ImportError as e:
         print(
             f"lightspeed: error: hparams_search needs optuna ({e}): "
