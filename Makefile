@@ -31,7 +31,7 @@ test: install ## fast test suite
 test-full: install ## all tests, including slow ones
 	$(VENV)/bin/pytest -q -m "" $(ARGS)
 
-test-gpu: install ## the GPU tests alone (tests/test_gpu.py), on this machine's GPU; make test hides it
+test-gpu: install ## the GPU tests alone (tests/engine/test_gpu.py), on this machine's GPU; make test hides it
 	LIGHTSPEED_TEST_GPU=1 $(VENV)/bin/pytest -q -m gpu $(ARGS)
 
 lint: install ## ruff lint and format check

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmark of the template on one GPU, as one script that fits a short device
 # lease (<= 8 minutes on one H100 by default, no network there). Steps, each a fresh process:
-#   tests         tests/test_gpu.py (make test-gpu): the GPU roads, before anything is timed
+#   tests         tests/engine/test_gpu.py (make test-gpu): the GPU roads, before anything is timed
 #   bench         scripts/bench.py -- trainer=gpu: template vs hand-written loop (3 repeats)
 #   fit_default   the default fit on the GPU (trainer=gpu; data on the host, precision=auto)
 #   fit_gpu_data  the data set held on the GPU (data=fashion_mnist_gpu trainer=gpu)
@@ -216,9 +216,9 @@ if ((DRY)); then
 else
     BENCH_ARGS=(--repeats 3 --startup "$STARTUP")
 fi
-run_step tests 120 "tests/test_gpu.py (make test-gpu)" -- \
+run_step tests 120 "tests/engine/test_gpu.py (make test-gpu)" -- \
     env LIGHTSPEED_TEST_GPU=1 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu -rfEs \
-    tests/test_gpu.py
+    tests/engine/test_gpu.py
 mapfile -t bench_overrides < <(adapt trainer=gpu data.download=false)
 run_step bench 150 "scripts/bench.py: template vs hand-written loop" -- \
     "$PYTHON" scripts/bench.py "${BENCH_ARGS[@]}" --out "$DIR/bench" -- \

@@ -19,7 +19,7 @@ The two fixtures most tests need:
 The suite runs on the CPU wherever it runs, a GPU machine included: its golden losses, exact
 resumes and sync counts are CPU facts. It hides CUDA from itself and every process it starts
 (``CUDA_VISIBLE_DEVICES=""``) unless ``LIGHTSPEED_TEST_GPU=1``; ``make test-gpu`` sets that and
-runs the GPU tests (``tests/test_gpu.py``, marker ``gpu``) alone.
+runs the GPU tests (``tests/engine/test_gpu.py``, marker ``gpu``) alone.
 """
 
 from __future__ import annotations

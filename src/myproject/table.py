@@ -268,7 +268,10 @@ class Regressor(L.LightningModule):
         predicted = units(torch.cat([p for p, _ in outputs]))
         true = units(torch.cat([y for _, y in outputs]))
         ids = datamodule.sample_ids(split)
-        rows = ([i, f"{t:.6g}", f"{p:.6g}"] for i, t, p in zip(ids, true.tolist(), predicted.tolist(), strict=True))
+        rows = (
+            [i, f"{t:.6g}", f"{p:.6g}"]
+            for i, t, p in zip(ids, true.tolist(), predicted.tolist(), strict=True)
+        )
         error = predicted - true
         metrics = {
             "predict/rmse": error.square().mean().sqrt().item(),

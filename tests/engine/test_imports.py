@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import itertools
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"

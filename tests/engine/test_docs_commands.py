@@ -15,7 +15,7 @@ A command is run unless it needs what a CI machine lacks: ``ELSEWHERE`` names it
 that covers its code path. On a machine without a GPU, a GPU command must stop with its
 one-line refusal. A command that is neither run nor listed fails the fast check, so a command
 added to a page is run the day it is written. own_model.md and own_data.md are followed by
-tests/test_recipes.py. Commands written inside sentences are fragments: a fast test checks the
+tests/project/test_recipes.py. Commands written inside sentences are fragments: a fast test checks the
 targets, extras, scripts and overrides they name.
 """
 
@@ -38,11 +38,11 @@ COPIED = ("src", "configs", "scripts", "tests", "Makefile", "pyproject.toml")
 # command prefix -> why it does not run on a CI machine, and the test that covers its path
 ELSEWHERE = {
     "make test": "it is the suite this test belongs to; CI runs it as printed",
-    ".venv/bin/torchrun --nnodes=2": "two machines; tests/test_ddp.py::"
+    ".venv/bin/torchrun --nnodes=2": "two machines; tests/engine/test_ddp.py::"
     "test_torchrun_two_nodes_share_one_run_dir runs two one-process nodes on one machine",
-    ".venv/bin/lightspeed -m hydra/launcher=slurm": "a SLURM cluster; tests/test_slurm.py::"
+    ".venv/bin/lightspeed -m hydra/launcher=slurm": "a SLURM cluster; tests/engine/test_slurm.py::"
     "test_slurm_launcher_config_composes_into_an_sbatch_file checks the sbatch file it writes",
-    "srun ": "a SLURM allocation; tests/test_slurm.py::"
+    "srun ": "a SLURM allocation; tests/engine/test_slurm.py::"
     "test_time_limit_signal_requeues_and_the_requeued_job_resumes runs the same command",
 }
 NO_GPU = (  # the config check's line; where a GPU is but hidden (conftest), the build's
@@ -86,7 +86,7 @@ def test_every_command_is_run_or_covered_elsewhere() -> None:
     for prefix in ELSEWHERE:
         assert any(c.startswith(prefix) for c in shown), f"no page shows {prefix!r} any more"
     for why in ELSEWHERE.values():
-        test = re.search(r"tests/(\w+\.py)::(\w+)", why)
+        test = re.search(r"tests/([\w/]+\.py)::(\w+)", why)
         if test:
             assert f"def {test.group(2)}(" in (REPO / "tests" / test.group(1)).read_text()
     pages = {str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")} | {"README.md"}

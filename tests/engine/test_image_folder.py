@@ -16,7 +16,7 @@ from lightspeed.data.image_folder import ImageFolderDataModule
 from lightspeed.errors import ConfigError, DataError
 
 Image = pytest.importorskip("PIL.Image")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ("cat", "dog")
 PER_CLASS = 6
 

@@ -3,7 +3,7 @@
 Any change that moves them (init, data order, augmentation, loss, optimiser, schedule) shows
 up here. When the change is intended, regenerate the file and commit it with the change:
 
-    LIGHTSPEED_REGEN_GOLDEN=1 .venv/bin/pytest tests/test_golden.py
+    LIGHTSPEED_REGEN_GOLDEN=1 .venv/bin/pytest tests/project/test_golden.py
 
 The run is in float64 so that the file holds on every x86-64 CPU. In float32 the losses depend
 on the CPU: ``normal_`` draws float32 weights with an AVX2-only kernel (AVX-512 CPUs and the
@@ -91,5 +91,5 @@ def test_default_config_matches_golden_losses(cfg_factory) -> None:
     assert diffs[step] <= TOLERANCE, (
         f"loss at step {step + 1} is {recorder.losses[step]!r}, golden {golden['losses'][step]!r} "
         f"(|Δ| {diffs[step]:.3g} > {TOLERANCE:g}); intended? regenerate: "
-        "LIGHTSPEED_REGEN_GOLDEN=1 .venv/bin/pytest tests/test_golden.py"
+        "LIGHTSPEED_REGEN_GOLDEN=1 .venv/bin/pytest tests/project/test_golden.py"
     )

@@ -206,7 +206,8 @@ CONFIG_CASES = [
 
 
 NO_GPU_ONLY = pytest.mark.skipif(
-    gpu_present(), reason="valid where a GPU is; tests/test_gpu.py checks the device count there"
+    gpu_present(),
+    reason="valid where a GPU is; tests/engine/test_gpu.py checks the device count there",
 )
 
 
@@ -266,7 +267,6 @@ def test_model_that_does_not_fit_the_data_is_one_line(net, fragment: str) -> Non
     from types import SimpleNamespace
 
     from lightspeed.build import check_contracts
-
     from lightspeed.contracts import DATA_METHODS
 
     loaders = dict.fromkeys(DATA_METHODS, lambda *args: None)

@@ -20,7 +20,7 @@ from conftest import VAL_SIZE
 
 from lightspeed.plan import compose
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "bench_gpu.sh"
 STEPS = ["tests", "bench", "fit_default", "fit_gpu_data", "fp16", "bf16", "fashion_gpu", "compile"]
 FIGURES = ("test_acc", "train_time_s", "samples_per_s", "time_to_first_step_s", "peak_memory_mb")
@@ -71,7 +71,7 @@ def test_gpu_steps_compose(tmp_path: Path) -> None:
     steps = listed("--dir", str(tmp_path))
     assert list(steps) == STEPS
     tests = steps.pop("tests")  # the GPU tests, with the GPU shown to them
-    assert tests[:2] == ["env", "LIGHTSPEED_TEST_GPU=1"] and tests[-1] == "tests/test_gpu.py"
+    assert tests[:2] == ["env", "LIGHTSPEED_TEST_GPU=1"] and tests[-1] == "tests/engine/test_gpu.py"
     assert steps["bench"][1:3] == ["scripts/bench.py", "--repeats"]
     for name, argv in steps.items():
         args = overrides(argv)

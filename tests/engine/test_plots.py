@@ -13,7 +13,7 @@ from lightspeed.callbacks.plots import draw_curves, read_metrics
 from lightspeed.session import run_task
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def png_size(path: Path) -> tuple[int, int]:

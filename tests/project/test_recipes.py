@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import copy_environment, project_copy, rgb_class_folders, write_tiny_idx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FILE_BLOCK = re.compile(r"```\w+ file=(\S+)\n(.*?)```", re.S)
 BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)  # no file=: a snippet the reader runs

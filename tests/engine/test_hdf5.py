@@ -17,7 +17,7 @@ from myproject.idx import write_idx
 from myproject.idx_datamodule import IdxDataModule
 
 h5py = pytest.importorskip("h5py")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_TRAIN, N_TEST, VAL = 300, 90, 60
 
 
