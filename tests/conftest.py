@@ -210,3 +210,19 @@ def cfg_factory(
     yield make
     # HydraConfig is a process-wide singleton: leave it empty for the next test.
     HydraConfig.instance().cfg = None
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_as_it_was() -> Iterator[None]:
+    """Handlers that a test's in-process run added to the root logger (Hydra's job logging, a
+    sweep's console) go after it: left there, they write to that test's closed capture stream
+    and every later log line prints a "Logging error" to the next test's stderr."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)

@@ -127,9 +127,10 @@ def register_schema() -> None:
     from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
-    # before the DataModule exists (the check, --cfg), data-shape keys are placeholders
-    if not OmegaConf.has_resolver("data"):
-        OmegaConf.register_new_resolver("data", lambda name: FROM_DATA)
+    # before the DataModule exists (the check, --cfg), data-shape keys are placeholders; also
+    # after an earlier build in this process (a sweep's previous trial), whose DataModule the
+    # build bound to ${data:...}
+    OmegaConf.register_new_resolver("data", lambda name: FROM_DATA, replace=True)
 
 
 def suggest(name: str, options: Iterable[str]) -> str:

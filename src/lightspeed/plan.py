@@ -172,6 +172,7 @@ class _Early:
         self._log_dir: str | None = None
 
     def log_dir(self) -> str:
+        """``paths.log_dir`` as the command line and ``configs/paths/`` give it (read once)."""
         if self._log_dir is None:
             from omegaconf import OmegaConf
 
@@ -228,8 +229,11 @@ def make_plan(argv: list[str]) -> Plan:
     resume = _value(overrides, "resume")
     overrides = resume_overrides(overrides, resume, early.log_dir, early.task)
     cfg = checked(overrides)
-    named_dirs = overrides != declare_keys(argv)
-    if named_dirs and (cfg.task != early.task or str(cfg.paths.log_dir) != early.log_dir()):
+    task_used = overrides != declare_keys(argv)  # a resume or a launch named a run dir
+    log_dir_used = early._log_dir is not None  # resume=auto, or a torchrun/srun run dir
+    if (task_used and cfg.task != early.task) or (
+        log_dir_used and str(cfg.paths.log_dir) != early.log_dir()
+    ):
         fixed = [f"task={cfg.task}", f"paths.log_dir={override_value(str(cfg.paths.log_dir))}"]
         return make_plan([*argv, *fixed])
     start = start_point(cfg.ckpt_path, cfg.get("resume"), cfg.paths.log_dir, cfg.task, None)

@@ -32,7 +32,7 @@ import pytest
 from conftest import REPO, copy_environment, project_copy, rgb_class_folders, write_tiny_idx
 
 PAGES = ("README.md", "docs/data.md", "docs/reliability.md", "docs/scale-out.md")
-FOLLOWED_BY_RECIPE_TESTS = ("docs/own_model.md", "docs/own_data.md")
+FOLLOWED_BY_RECIPE_TESTS = ("docs/own_model.md", "docs/own_data.md", "docs/own_problem.md")
 COPIED = ("src", "configs", "scripts", "tests", "Makefile", "pyproject.toml")
 
 # command prefix -> why it does not run on a CI machine, and the test that covers its path

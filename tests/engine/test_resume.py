@@ -185,7 +185,8 @@ def test_interrupted_fit_continues_with_the_printed_command(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.data_dir=" in err[0] and snapshot(run) == before, err
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the run's SignalAt
+    # the run's SignalAt (test_resume), and conftest, which test_resume imports
+    env = {**os.environ, "PYTHONPATH": f"{Path(__file__).parent}:{Path(__file__).parents[1]}"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     # train/acc of the interrupted epoch averages only the batches after the resume
