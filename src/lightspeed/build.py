@@ -24,7 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from lightspeed import hardware
 from lightspeed.contracts import DATA_METHODS, MODEL_METHODS, missing_methods
 from lightspeed.errors import ConfigError, UserError
-from lightspeed.safety.checkpointing import AtomicCheckpointIO, RestoreLoaderPosition
+from lightspeed.safety.checkpointing import (
+    AtomicCheckpointIO,
+    ResizeSchedule,
+    RestoreLoaderPosition,
+)
 from lightspeed.safety.metadata import RunMetadata
 
 log = logging.getLogger(__name__)
@@ -128,6 +132,33 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
             # a key of a class whose signature could not be read from source before the build
             raise ConfigError(f"{node.get('_target_')}: {str(cause).splitlines()[0]}") from None
         raise
+
+
+def check_optimization(model: DictConfig) -> None:
+    """Builds the model's optimizer and LR schedule on a stand-in parameter, so that a value
+    the library refuses (momentum, weight decay, betas, eps, pct_start, ...) is one line naming
+    the key, before anything is written and long before the first step."""
+    optimizer, scheduler = model.get("optimizer"), model.get("scheduler")
+    if not (OmegaConf.is_dict(optimizer) and optimizer.get("_partial_")):
+        return
+    param = torch.nn.Parameter(torch.zeros(1))
+    built = _probe("model.optimizer", optimizer, params=[param])
+    if OmegaConf.is_dict(scheduler) and scheduler.get("_partial_"):
+        length = {}
+        if scheduler.get("total_steps", 0) is None and not scheduler.get("epochs"):
+            length["total_steps"] = 1000  # the real length is filled in at fit time
+        _probe("model.scheduler", scheduler, optimizer=built, **length)
+
+
+def _probe(where: str, node: DictConfig, **kwargs: Any) -> Any:
+    try:
+        return instantiate(node)(**kwargs)
+    except (ValueError, TypeError, KeyError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        named = [k for k in node if not str(k).startswith("_") and str(k).rstrip("s") in text]
+        key = f"{where}.{named[0]}={node[named[0]]}" if named else where
+        target = node.get("_target_")
+        raise ConfigError(f"{key}: {target} refuses it ({text})") from None
 
 
 def instantiate_group(node: DictConfig | None) -> list:
@@ -248,7 +279,7 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Built:
     checkpoint_io.expect(module)
     user_plugins = instantiate(cfg.trainer.get("plugins")) or []
     trainer_kwargs["plugins"] = [*user_plugins, *cluster_plugins(), checkpoint_io]
-    callbacks.append(RestoreLoaderPosition())
+    callbacks += [RestoreLoaderPosition(), ResizeSchedule()]  # exact resumes, longer runs
     if cfg.trainer.get("benchmark") is None:  # the Trainer sets torch.backends.cudnn.benchmark
         trainer_kwargs["benchmark"] = bool(cfg.perf.cudnn_benchmark) and not cfg.trainer.get(
             "deterministic"

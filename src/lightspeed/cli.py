@@ -48,6 +48,10 @@ def _job(cfg: Any, plan: Plan | None) -> float | None:
         start = plan.start if plan is not None else None
         summary = run_task(cfg, start, planned=plan is not None)
     except UserError as e:
+        if not cfg.get("resume") and distributed.is_rank_zero():
+            from lightspeed.run.rundir import discard_refused
+
+            discard_refused(cfg.paths.output_dir)  # a refused run leaves no run dir behind
         _exit_user_error(e)
     except RunInterrupted as e:  # a signal: last.ckpt is saved, the message says how to go on
         from lightspeed.run.rundir import release_all

@@ -106,6 +106,7 @@ class RunConfig:
     seed: int | None = 42  # seeds python, numpy, torch and loader workers
     ckpt_path: str | None = None  # weights for validate/test/predict, or a fit to continue
     resume: str | None = None  # auto | <run dir>: continue that run in its own directory
+    weights_from: str | None = None  # a .ckpt whose weights start a new fit (a fine-tune)
     tags: list[str] = field(default_factory=list)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: Any = None
@@ -238,6 +239,14 @@ def check_run(run: dict) -> None:
         raise ConfigError("ckpt_path and resume are both set; use one of them")
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"ckpt_path={ckpt}: no such file; give the path of a .ckpt file")
+    weights = run.get("weights_from")
+    if weights and (task != "fit" or ckpt or resume):
+        raise ConfigError(
+            "weights_from starts a new fit from a checkpoint's weights: use it with task=fit and "
+            "without ckpt_path or resume"
+        )
+    if weights and not Path(weights).is_file():
+        raise ConfigError(f"weights_from={weights}: no such file; give the path of a .ckpt file")
 
 
 def check_data(data: dict) -> None:
@@ -259,10 +268,14 @@ def check_model(model: dict) -> None:
         node = model.get(part)
         if isinstance(node, dict) and "_target_" not in node:
             raise ConfigError(f"model.{part} needs a _target_ (the class to build), or null")
-    optimizer = model.get("optimizer")
-    lr = optimizer.get("lr") if isinstance(optimizer, dict) else None
-    if isinstance(lr, (int, float)) and lr <= 0:
-        raise ConfigError(f"model.optimizer.lr={lr} must be > 0")
+    # learning rates: > 0 (torch refuses a negative lr, not a schedule's negative peak rate,
+    # which would train on until the NaN guard stops it)
+    for part, key in (("optimizer", "lr"), ("scheduler", "max_lr"), ("scheduler", "base_lr")):
+        node = model.get(part)
+        value = node.get(key) if isinstance(node, dict) else None
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 for v in values):
+            raise ConfigError(f"model.{part}.{key}={value} must be > 0")
 
 
 def validate(cfg: Any) -> dict:

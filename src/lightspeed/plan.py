@@ -20,6 +20,7 @@ from typing import Any
 from lightspeed.config import RunConfig, suggest
 from lightspeed.errors import ConfigError
 from lightspeed.run import distributed
+from lightspeed.run.checkpoint import read_plain
 from lightspeed.run.resume import (
     StartPoint,
     check_continuation,
@@ -236,6 +237,12 @@ def make_plan(argv: list[str]) -> Plan:
     ):
         fixed = [f"task={cfg.task}", f"paths.log_dir={override_value(str(cfg.paths.log_dir))}"]
         return make_plan([*argv, *fixed])
+    if cfg.task == "fit":
+        from lightspeed.build import check_optimization  # imports torch: the run needs it anyway
+
+        check_optimization(cfg.model)
+    if cfg.get("weights_from"):
+        read_plain(cfg.weights_from)  # a file that cannot be used is one line, now
     start = start_point(cfg.ckpt_path, cfg.get("resume"), cfg.paths.log_dir, cfg.task, None)
     if start is not None and cfg.task == "fit" and is_launching_process():
         check_continuation(start.data, cfg, Path(cfg.resume) if cfg.get("resume") else None)

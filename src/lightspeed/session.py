@@ -29,6 +29,7 @@ from lightspeed.run.resume import (
     start_resumed_fit,
 )
 from lightspeed.run.rundir import prepare_run_dir, session_file
+from lightspeed.safety.checkpointing import load_weights
 from lightspeed.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def run_task(
         "precision": built.precision,
         "objective": {"metric": cfg.objective.metric, "mode": cfg.objective.mode},
     }
+    if cfg.get("weights_from"):
+        load_weights(built.module, cfg.weights_from)
     if cfg.task == "fit" and start is not None:
         if not planned:
             check_data_length(start.data, cfg, lambda: count_train_batches(dm))

@@ -564,3 +564,35 @@ def test_cli_exit_status_and_single_line(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith("lightspeed: error: resume=auto")
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("model.optimizer.momentum=-1", "model.optimizer.momentum=-1: torch.optim.SGD refuses it"),
+        ("model.optimizer.weight_decay=-1", "model.optimizer.weight_decay=-1: torch.optim.SGD"),
+        ("model.scheduler.max_lr=-0.3", "model.scheduler.max_lr=-0.3 must be > 0"),
+        ("model.scheduler.pct_start=1.5", "model.scheduler.pct_start=1.5: torch.optim.lr_sch"),
+    ],
+)
+def test_library_values_are_refused_before_anything_is_written(
+    override: str, fragment: str, tmp_path: Path, capsys
+) -> None:
+    """Values torch's constructors check (or, for a schedule's peak rate, do not check) stop at
+    the plan with one line naming the key, not in torch's traceback after Hydra made a run dir
+    (or, for max_lr, 97 steps into training)."""
+    line = cli_error([f"paths.root_dir={tmp_path}", override], capsys)
+    assert fragment in line, line
+    assert not (tmp_path / "logs").exists()
+
+
+def test_nan_guard_names_the_knob_that_sets_the_rate() -> None:
+    from types import SimpleNamespace
+
+    from lightspeed.safety.nan_guard import rate_knob
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    one_cycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.3, total_steps=10)
+    with_cycle = SimpleNamespace(lr_scheduler_configs=[SimpleNamespace(scheduler=one_cycle)])
+    assert rate_knob(with_cycle).endswith("model.scheduler.max_lr")
+    assert rate_knob(SimpleNamespace(lr_scheduler_configs=[])) == "model.optimizer.lr"

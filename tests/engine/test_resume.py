@@ -133,6 +133,48 @@ def test_extend_finished_run_matches_straight_run(tiny_data: Path, tmp_path: Pat
     assert snapshot(first) == before
 
 
+def test_train_a_finished_run_further(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    """A finished OneCycle fit: the bare resume refuses with a command that works as printed
+    (a longer run), which continues the run in place with its schedule re-sized; then
+    weights_from= starts a new run from its weights."""
+    root = tmp_path / "b"
+    assert run_cli(tiny_data, root, "trainer.max_epochs=1", "extras.test_after_fit=false") == 0
+    run = the_run(root)
+    capsys.readouterr()
+    assert run_cli(tiny_data, root, f"resume={run}", base=False) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    printed = line.split("give it a longer run: ", 1)[1]
+    argv = shlex.split(printed)
+    assert argv[1:3] == ["-m", "lightspeed"] and argv[-1] == "trainer.max_epochs=2", printed
+    assert run_cli(tiny_data, root, *argv[3:], base=False) == 0  # the printed command
+    assert the_run(root) == run  # continued in place
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1 and last["global_step"] == 2 * BATCHES_PER_EPOCH
+    assert last["lr_schedulers"][0]["total_steps"] == 2 * BATCHES_PER_EPOCH  # re-sized
+    assert len(list((run / ".hydra").glob("resume-*"))) == 1
+
+    fine = tmp_path / "c"
+    weights = run / "checkpoints" / "last.ckpt"
+    assert run_cli(tiny_data, fine, f"weights_from={weights}", "trainer.max_epochs=1") == 0
+    first = lambda d: next(v for _, k, v in metric_rows(the_run(d)) if k == "train/loss")  # noqa: E731
+    assert first(fine) < 0.5 * first(root)  # starts from the trained weights, not from scratch
+    assert torch.load(the_run(fine) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+
+def test_weights_that_do_not_fit_leave_no_run_dir(tiny_data: Path, tmp_path: Path, capsys):
+    """weights_from= of another net: one line at the build, after Hydra made the run dir, which
+    the refusal takes back."""
+    root = tmp_path / "b"
+    assert run_cli(tiny_data, root, "model=mlp", "trainer.max_epochs=1") == 0
+    weights = the_run(root) / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    other = tmp_path / "c"
+    assert run_cli(tiny_data, other, f"weights_from={weights}", "trainer.max_epochs=1") == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"weights_from={weights} does not fit SmallCNN (it was made with MLP)" in line, line
+    assert not list((other / "logs" / "fit").glob("*")), list(other.rglob("*"))
+
+
 def test_interrupted_fit_continues_with_the_printed_command(
     tiny_data: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
@@ -163,13 +205,13 @@ def test_interrupted_fit_continues_with_the_printed_command(
         handler.close()
     before = snapshot(run)
     for change, named in (
-        ("trainer.max_epochs=3", "trainer.max_epochs=2→3"),
         ("data.batch_size=25", "data.batch_size=50→25"),
         ("data.val_size=350", "train batches per epoch=6→5 (data size)"),
     ):
         assert run_cli(tiny_data, tmp_path / "b", f"resume={run}", change, base=False) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and named in err[0] and "LR schedule" in err[0], err
+        assert len(err) == 1 and named in err[0] and "how its steps are made" in err[0], err
+        assert "weights_from=" in err[0], err  # the way on: a new run from its weights
         assert snapshot(run) == before  # no config.resumeN.yaml, no .hydra/resume-*
     (tmp_path / "empty").mkdir()  # data the check cannot load: the data's own line
     assert (
@@ -261,7 +303,11 @@ def test_resume_command_matches_the_launcher(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.delenv("LIGHTSPEED_CONFIG_DIR", raising=False)
     monkeypatch.setenv("LIGHTSPEED_LAUNCHER", "make train")
     assert resume_command(run) == "make train ARGS=resume=logs/fit/r1"
+    more = resume_command(run, "trainer.max_epochs=6")  # one ARGS for make: it pastes as one
+    assert more == "make train ARGS='resume=logs/fit/r1 trainer.max_epochs=6'"
     monkeypatch.delenv("LIGHTSPEED_LAUNCHER")
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / ".venv" / "bin" / "pytest")])  # cli.main
+    assert resume_command(run).split()[1:] == ["-m", "lightspeed", "resume=logs/fit/r1"]
     monkeypatch.setattr(sys, "argv", [str(tmp_path / "src" / "lightspeed" / "__main__.py")])
     assert resume_command(run).split()[1:] == ["-m", "lightspeed", "resume=logs/fit/r1"]
     script = tmp_path / ".venv" / "bin" / "lightspeed"

@@ -26,10 +26,12 @@ from lightspeed.run.checkpoint import CHECKPOINT_KEY, read_plain
 log = logging.getLogger(__name__)
 
 LAST = Path("checkpoints") / "last.ckpt"
-# every input of a schedule's length → Lightning's value when the config leaves it out
-LENGTH_KEYS = {
-    "trainer.max_epochs": None,
-    "trainer.max_steps": -1,
+# the run's length: a continued fit may change it; a schedule sized for the run is re-sized
+# (lightspeed.safety.checkpointing.ResizeSchedule) → Lightning's value when left out
+RUN_LENGTH = {"trainer.max_epochs": None, "trainer.max_steps": -1}
+# how a step is made: a continued fit keeps them under a schedule sized in steps, whose
+# position (and the loader's, mid-epoch) would mean other samples → Lightning's default
+STEP_KEYS = {
     "trainer.limit_train_batches": 1.0,
     "trainer.accumulate_grad_batches": 1,
     "trainer.devices": "auto",
@@ -172,30 +174,36 @@ def setting(config: Any, key: str) -> Any:
 
 def check_continuation(checkpoint: dict, config: Any, run_dir: Path | None = None) -> None:
     """ConfigError when a fit from ``checkpoint`` (its plain data) cannot go on with ``config``:
-    a new run length (``LENGTH_KEYS``) under a fixed-length LR schedule (OneCycleLR fails past
-    ``total_steps``), or a resume (``run_dir``) of a finished run. Reads no data: the entry
-    calls it before Hydra writes anything (:func:`check_data_length` follows in the job)."""
+    a change of how a step is made (``STEP_KEYS``) under a schedule sized in steps, or a
+    resume (``run_dir``) of a finished run that asks for no longer run. Reads no data: the
+    entry calls it before Hydra writes anything (:func:`check_data_length` follows)."""
     meta = checkpoint.get(CHECKPOINT_KEY) or {}
     saved = meta.get("config") or {}
-    changes = []
-    for key, default in LENGTH_KEYS.items():
-        old, new = (
-            default if v is None else v for v in (setting(saved, key), setting(config, key))
-        )
-        if saved and old != new:
-            changes.append(f"{key}={old}→{new}")
-    if _schedule_steps(checkpoint) and changes:
-        _refuse_new_length(checkpoint, changes)
-    if run_dir and not changes and _ended(run_dir):
+    changed = {key for key in {**RUN_LENGTH, **STEP_KEYS} if _changed(saved, config, key)}
+    steps = [f"{k}={_value(saved, k)}→{_value(config, k)}" for k in STEP_KEYS if k in changed]
+    if _schedule_steps(checkpoint) and steps:
+        _refuse_new_steps(checkpoint, steps, run_dir)
+    if run_dir and not changed & set(RUN_LENGTH) and _ended(run_dir):
+        epochs = _value(saved, "trainer.max_epochs")
+        more = 2 * epochs if isinstance(epochs, int) and epochs > 0 else "<more>"
         raise ConfigError(
-            f"resume={run_dir}: that run already finished (summary.json); nothing to continue: "
-            "give a longer trainer.max_epochs to train it further"
+            f"resume={run_dir}: that run already finished (summary.json); to train it further, "
+            f"give it a longer run: {resume_command(run_dir, f'trainer.max_epochs={more}')}"
         )
+
+
+def _value(config: Any, key: str) -> Any:
+    value = setting(config, key)
+    return {**RUN_LENGTH, **STEP_KEYS}[key] if value is None else value
+
+
+def _changed(saved: Any, config: Any, key: str) -> bool:
+    return bool(saved) and _value(saved, key) != _value(config, key)
 
 
 def check_data_length(checkpoint: dict, config: Any, train_batches: Callable[[], int]) -> None:
-    """ConfigError when the train batches per epoch (``train_batches()``, from the built
-    DataModule) differ from the checkpoint's under a fixed-length LR schedule."""
+    """ConfigError when the train batches per epoch (``train_batches()``, from the data) differ
+    from the checkpoint's under a schedule sized in steps."""
     meta = checkpoint.get(CHECKPOINT_KEY) or {}
     devices = (setting(config, "trainer.devices") or 1, setting(config, "trainer.num_nodes") or 1)
     if not (_schedule_steps(checkpoint) and meta.get("train_batches") and devices == (1, 1)):
@@ -203,7 +211,7 @@ def check_data_length(checkpoint: dict, config: Any, train_batches: Callable[[],
     limit = setting(config, "trainer.limit_train_batches") or 1.0
     old, new = (_per_epoch(n, limit) for n in (meta["train_batches"], train_batches()))
     if old != new:
-        _refuse_new_length(checkpoint, [f"train batches per epoch={old}→{new} (data size)"])
+        _refuse_new_steps(checkpoint, [f"train batches per epoch={old}→{new} (data size)"], None)
 
 
 def _schedule_steps(checkpoint: dict) -> int | None:
@@ -212,11 +220,14 @@ def _schedule_steps(checkpoint: dict) -> int | None:
     return next((s.get("total_steps") for s in schedules if isinstance(s, dict)), None)
 
 
-def _refuse_new_length(checkpoint: dict, changes: list[str]) -> None:
+def _refuse_new_steps(checkpoint: dict, changes: list[str], run_dir: Path | None) -> None:
+    fine_tune = "weights_from=<its checkpoint>"
+    if run_dir is not None:
+        fine_tune = f"weights_from={override_value(str(Path(run_dir) / LAST))}"
     raise ConfigError(
-        f"this fit changes the run length ({', '.join(changes)}) but the checkpoint's LR "
-        f"schedule was sized for {_schedule_steps(checkpoint)} steps; continue with the run's "
-        "own settings (a bare resume=<run dir> uses them), or train with model.scheduler=null"
+        f"this fit changes how its steps are made ({', '.join(changes)}), but a continued fit "
+        f"keeps its batches (its LR schedule and loader position count them); continue with "
+        f"the run's own, or start a new run from its weights: {fine_tune} with your overrides"
     )
 
 
@@ -280,24 +291,31 @@ def start_resumed_fit(trainer: Any, start: StartPoint) -> None:
             logger.resume_from_step(step)
 
 
-def resume_command(run_dir: str | Path) -> str:
-    """The command that continues ``run_dir``, in the form this process was started with
-    (``LIGHTSPEED_LAUNCHER``, set by ``make train``, else as ``sys.argv[0]`` shows)."""
+def resume_command(run_dir: str | Path, *extra: str) -> str:
+    """The command that continues ``run_dir`` (with ``extra`` overrides): see
+    :func:`command_line`."""
     path = Path(run_dir).absolute()
     shown = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-    arg = f"resume={override_value(shown)}"
+    return command_line(f"resume={override_value(shown)}", *extra)
+
+
+def command_line(*args: str) -> str:
+    """``lightspeed <args>`` in the form this process was started with (``LIGHTSPEED_LAUNCHER``,
+    set by ``make train``, else as ``sys.argv[0]`` shows), ready to paste in a fresh shell in
+    this directory: never a bare ``lightspeed``, which is not on a fresh shell's PATH."""
     launcher = os.environ.get("LIGHTSPEED_LAUNCHER")
     if launcher:
-        make = launcher.split()[0] == "make"
-        return f"{launcher} {'ARGS=' if make else ''}{shlex.quote(arg)}"
+        if launcher.split()[0] == "make":
+            return f"{launcher} ARGS={shlex.quote(' '.join(args))}"
+        return " ".join([launcher, *map(shlex.quote, args)])
     env = [f"{v}={shlex.quote(os.environ[v])}" for v in ("LIGHTSPEED_ROOT", "LIGHTSPEED_CONFIG_DIR")
            if v in os.environ]  # fmt: skip
     argv0 = Path(sys.argv[0])
-    if argv0.name == "__main__.py" and argv0.parent.name == "lightspeed":
+    if argv0.name == "lightspeed":
+        command = [_program(argv0)]
+    else:  # python -m lightspeed, or a caller of cli.main (a script, a notebook, a test)
         command = [_program(Path(sys.executable)), "-m", "lightspeed"]
-    else:
-        command = [_program(argv0) if argv0.name == "lightspeed" else "lightspeed"]
-    return " ".join([*env, *command, shlex.quote(arg)])
+    return " ".join([*env, *command, *map(shlex.quote, args)])
 
 
 def _program(path: Path) -> str:

@@ -12,6 +12,7 @@ import datetime as _dt
 import fcntl
 import logging
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -65,6 +66,34 @@ def prepare_run_dir(run_dir: str | Path, resuming: bool) -> Path:
         raise ConfigError(f"paths.output_dir={run_dir}: cannot create it ({e.strerror})") from None
     acquire(run_dir)
     return run_dir
+
+
+# what a job writes into a new run dir before it trains (Hydra's files, the session's, the
+# loggers' empty folders): a refused run takes them back, and the dir when nothing else is left
+STARTED_FILES = (".hydra", "lightspeed.log", "config.yaml", "hardware.json", LOCK_NAME,
+                 "csv", "tensorboard", "checkpoints", "mlruns", "wandb")  # fmt: skip
+
+
+def discard_refused(run_dir: str | Path) -> bool:
+    """Removes a new run dir whose job was refused before it saved anything (no checkpoint,
+    no summary): what the job started there, then the dir if that left it empty. True when
+    the dir is gone. A dir holding anything else (a user's file) keeps it."""
+    run_dir = Path(run_dir)
+    checkpoints = run_dir / "checkpoints"
+    if (run_dir / "summary.json").exists() or (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        return False
+    release(run_dir)
+    for name in STARTED_FILES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:  # not empty, or already gone
+        return not run_dir.exists()
+    return True
 
 
 def session_file(run_dir: str | Path, name: str, resuming: bool) -> Path:

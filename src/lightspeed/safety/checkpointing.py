@@ -6,7 +6,9 @@ File formats, atomic writes and the one-line diagnoses are in :mod:`lightspeed.r
 
 from __future__ import annotations
 
+import copy
 import errno
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ from lightspeed.run.checkpoint import (
     read_checkpoint,
 )
 from lightspeed.run.rundir import check_writable
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteWeightsError(UserError):
@@ -169,3 +173,59 @@ class RestoreLoaderPosition(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         apply_pending_loader_state(trainer.fit_loop)
+
+
+class ResizeSchedule(L.Callback):
+    """Lets a continued fit change its length (``trainer.max_epochs``, ``trainer.max_steps``).
+
+    A schedule sized in steps (OneCycleLR's ``total_steps``, filled from the run's length by
+    ``lightspeed.optim``) is made for this run's length by ``configure_optimizers``; Lightning
+    then loads the checkpoint's schedule state over it, old size included, and OneCycleLR
+    fails one step past that size. Here the new size is kept and the schedule continues from
+    the checkpoint's step on the re-sized curve: a finished run trained further climbs back to
+    the learning rate that point of the longer cycle has, then anneals again.
+    """
+
+    LENGTH = ("total_steps", "_schedule_phases")  # OneCycleLR's attributes sized by the length
+
+    def __init__(self) -> None:
+        self._sized: list[dict[str, Any]] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after configure_optimizers, before Lightning restores the checkpoint's state
+        self._sized = [
+            {
+                k: copy.deepcopy(getattr(c.scheduler, k))
+                for k in self.LENGTH
+                if hasattr(c.scheduler, k)
+            }
+            for c in trainer.lr_scheduler_configs
+        ]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for config, sized in zip(trainer.lr_scheduler_configs, self._sized, strict=False):
+            restored = getattr(config.scheduler, "total_steps", None)
+            if sized and restored != sized.get("total_steps"):
+                config.scheduler.__dict__.update(sized)
+                log.info(
+                    "LR schedule re-sized from %s to %s steps for this run's length; it goes on "
+                    "from step %d",
+                    restored,
+                    sized["total_steps"],
+                    trainer.global_step,
+                )
+
+
+def load_weights(module: torch.nn.Module, path: str | Path) -> None:
+    """The weights of checkpoint ``path`` into ``module`` (``weights_from=``: a new fit from
+    them; optimizer, schedule and counters start afresh); one line when they do not fit."""
+    checkpoint = read_checkpoint(path, map_location="cpu")
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    problem = describe_mismatch(checkpoint["state_dict"], expected)
+    if problem:
+        name = type(getattr(module, "net", module)).__name__
+        raise CheckpointError(
+            f"weights_from={path} does not fit {name}{made_with(checkpoint)}: {problem}"
+        )
+    module.load_state_dict(checkpoint["state_dict"])
+    log.info("weights from %s: a new fit starts from them", path)

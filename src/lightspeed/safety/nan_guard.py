@@ -36,6 +36,15 @@ GPU_CHECK_EVERY = 50  # host reads of the device flag on a GPU: one sync per 50 
 NONE = 2**62  # "no bad step" in the all-reduce that takes the earliest bad step of any rank
 
 
+def rate_knob(trainer: L.Trainer) -> str:
+    """The config key that sets the learning rate of this fit: a cyclic schedule's peak rate
+    (OneCycleLR, CyclicLR) when there is one, else the optimizer's."""
+    cyclic = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
+    if any(isinstance(c.scheduler, cyclic) for c in trainer.lr_scheduler_configs):
+        return "the schedule's peak rate model.scheduler.max_lr"
+    return "model.optimizer.lr"
+
+
 class NonFiniteLossError(UserError):
     """The training loss became NaN or inf (every rank raises it: rank zero reports it)."""
 
@@ -86,7 +95,7 @@ class NanGuard(L.Callback):
         raise NonFiniteLossError(
             f"training loss is {value} at global step {step} (epoch {trainer.current_epoch}); "
             f"{when}; last good checkpoint: {last or 'none saved yet'}; lower "
-            "model.optimizer.lr or set callbacks.nan_guard.action=skip"
+            f"{rate_knob(trainer)} or set callbacks.nan_guard.action=skip"
         )
 
     @staticmethod

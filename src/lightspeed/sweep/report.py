@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from lightspeed.run.resume import command_line, override_value
 from lightspeed.sweep.space import format_value
 
 
@@ -59,12 +60,15 @@ def report(search: Any, study: Any, sweep_dir: Path) -> None:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
         best = complete[0]
-        command = " ".join(search.trial_overrides(list(study.user_attrs["command"]), best.params))
+        args = search.trial_overrides(list(study.user_attrs["command"]), best.params)
         best_dir = sweep_dir / f"trial_{best.number:03d}"
         console.print(
-            f"best: trial {best.number}, {search.metric} {best.value:.4f}; run dir {best_dir}\n"
-            f"reproduce: lightspeed {command}"
+            f"best: trial {best.number}, {search.metric} {best.value:.4f}; run dir {best_dir}"
         )
+        # plain lines: rich would wrap a long command, which then no longer pastes
+        print(f"reproduce: {command_line(*args)}")
         for ckpt in sorted((best_dir / "checkpoints").glob("best*.ckpt"))[:1]:
-            console.print(f"test it: lightspeed task=test {command} ckpt_path={ckpt}")
+            print(
+                f"test it: {command_line('task=test', *args, f'ckpt_path={override_value(str(ckpt))}')}"
+            )
     console.print(f"results: {sweep_dir / 'results.csv'}")
