@@ -53,8 +53,9 @@ def main() -> int:
             names = list(roots) if i % 2 == 0 else list(reversed(roots))
             for name in names:
                 wall, summary = run_cli(roots[name], overrides, Path(tmp) / f"{name}{i}")
-                summary["test_acc"] = summary.get("metrics", {}).get("test/acc")
-                summary["best_val_acc"] = summary.get("objective", {}).get("best")
+                if "metrics" in summary:  # this checkout's summary: metrics under their names
+                    summary["test_acc"] = summary["metrics"].get("test/acc")
+                    summary["best_val_acc"] = summary["objective"].get("best")
                 runs[name].append({"process_s": wall, **{k: summary.get(k) for k in KEYS}})
                 print(
                     f"run {i + 1}/{args.runs} {name}: {wall:.1f} s, "

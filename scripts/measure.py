@@ -114,15 +114,16 @@ def run_cli(root: Path, overrides: list[str], run_dir: Path) -> tuple[float, dic
     import subprocess
     import sys
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(root / "src"),
-        "LIGHTSPEED_CONFIG_DIR": str(root / "configs"),
-    }
+    # the checkout's src/ first, the caller's PYTHONPATH after it (where hydra-core may live)
+    path = os.pathsep.join(p for p in (str(root / "src"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "LIGHTSPEED_CONFIG_DIR": str(root / "configs")}
     t = time.perf_counter()
     cmd = [sys.executable, "-m", "lightspeed", *overrides, f"hydra.run.dir={run_dir}"]
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
+    if done.returncode != 0:  # the child's own error, not only CalledProcessError
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{tail}")
     return wall, json.loads((run_dir / "summary.json").read_text())
 
 

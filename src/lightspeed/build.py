@@ -137,7 +137,8 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
 def check_optimization(model: DictConfig) -> None:
     """Builds the model's optimizer and LR schedule on a stand-in parameter, so that a value
     the library refuses (momentum, weight decay, betas, eps, pct_start, ...) is one line naming
-    the key, before anything is written and long before the first step."""
+    the key before the data loads (the refused job's run dir is then taken back), not torch's
+    traceback at the first step. The plan stays torch-free: a typo costs well under a second."""
     optimizer, scheduler = model.get("optimizer"), model.get("scheduler")
     if not (OmegaConf.is_dict(optimizer) and optimizer.get("_partial_")):
         return
@@ -156,9 +157,11 @@ def _probe(where: str, node: DictConfig, **kwargs: Any) -> Any:
     except (ValueError, TypeError, KeyError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         named = [k for k in node if not str(k).startswith("_") and str(k).rstrip("s") in text]
-        key = f"{where}.{named[0]}={node[named[0]]}" if named else where
+        keys = ", ".join(f"{where}.{k}={node[k]}" for k in named) or where
         target = node.get("_target_")
-        raise ConfigError(f"{key}: {target} refuses it ({text})") from None
+        raise ConfigError(
+            f"{keys}: {target} refuses {'them' if len(named) > 1 else 'it'} ({text})"
+        ) from None
 
 
 def instantiate_group(node: DictConfig | None) -> list:
@@ -251,6 +254,8 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Built:
 
     ``extra_callbacks`` come from a caller that runs the job (a sweep's pruning callback)."""
     check_devices(cfg)
+    if cfg.task == "fit":
+        check_optimization(cfg.model)  # before the data loads
     precision = resolve_precision(
         cfg.trainer.get("precision", "auto"), cfg.trainer.get("accelerator", "auto")
     )

@@ -53,6 +53,13 @@ class ModelContract(Protocol):
         ...
 
 
+class ExportMetadata(Protocol):
+    """Optional on a model: ``export_metadata(datamodule)`` → strings that ``task=export`` stores
+    in ``model.onnx``'s metadata (class names, the input's normalisation, units)."""
+
+    def export_metadata(self, datamodule: Any) -> dict[str, str]: ...
+
+
 class DataModuleContract(Protocol):
     """A ``LightningDataModule``. The model YAML reads its shape attributes by interpolation
     (``${data:num_classes}``, ``${data:num_features}``: any attribute set in ``__init__``), so a

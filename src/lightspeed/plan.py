@@ -237,10 +237,6 @@ def make_plan(argv: list[str]) -> Plan:
     ):
         fixed = [f"task={cfg.task}", f"paths.log_dir={override_value(str(cfg.paths.log_dir))}"]
         return make_plan([*argv, *fixed])
-    if cfg.task == "fit":
-        from lightspeed.build import check_optimization  # imports torch: the run needs it anyway
-
-        check_optimization(cfg.model)
     if cfg.get("weights_from"):
         read_plain(cfg.weights_from)  # a file that cannot be used is one line, now
     start = start_point(cfg.ckpt_path, cfg.get("resume"), cfg.paths.log_dir, cfg.task, None)

@@ -132,6 +132,13 @@ def export(built: Any, cfg: Any, ckpt: str | None) -> dict:
             external_data=False,
         )
     program.save(str(path))
+    describe = getattr(module, "export_metadata", None)  # optional: what a consumer must know
+    if callable(describe):
+        model = onnx.load(str(path))
+        for key, value in describe(dm).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = str(key), str(value)
+        onnx.save(model, str(path))
     onnx.checker.check_model(str(path))
     out: dict[str, Any] = {"onnx": str(path)}
     if onnxruntime is None:

@@ -5,6 +5,7 @@ It receives built objects (the net, optimiser/scheduler partials), so it knows n
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 import lightning as L
@@ -152,6 +153,16 @@ class Classifier(L.LightningModule):
 
     def export_input(self, batch: Any) -> Tensor:
         return batch[0]
+
+    def export_metadata(self, datamodule: Any) -> dict[str, str]:
+        """Class names, and how an input is made: what a consumer of model.onnx needs."""
+        meta = {"class_names": json.dumps(list(datamodule.class_names)), "output": "logits"}
+        mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+        if mean is not None and std is not None:
+            meta["input"] = (
+                f"float32 [N, C, H, W]: (pixel / 255 - mean) / std, mean={mean}, std={std}"
+            )
+        return meta
 
     def prediction_table(self, outputs: list, datamodule: Any, split: str) -> PredictionTable:
         """Columns: ``sample`` (row index, or file path for an image folder), ``label`` (the

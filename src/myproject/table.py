@@ -262,6 +262,17 @@ class Regressor(L.LightningModule):
     def export_input(self, batch: Any) -> Tensor:
         return batch[0]
 
+    def export_metadata(self, datamodule: Any) -> dict[str, str]:
+        """Input columns and the standardisation of inputs and output."""
+        mean, std = datamodule.mean.tolist(), datamodule.std.tolist()
+        return {
+            "features": ",".join(datamodule.features),
+            "target": datamodule.target,
+            "input": f"float32 [N, {datamodule.num_features}]: (x - mean) / std per column, "
+            f"mean={mean[:-1]}, std={std[:-1]}",
+            "output": f"standardised target: value = output * {std[-1]} + {mean[-1]}",
+        }
+
     def prediction_table(self, outputs: list, datamodule: Any, split: str) -> PredictionTable:
         """Columns: ``sample`` (the CSV line), the target's true and predicted values."""
         units = datamodule.to_target_units

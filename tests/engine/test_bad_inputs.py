@@ -578,12 +578,12 @@ def test_cli_exit_status_and_single_line(tmp_path: Path) -> None:
 def test_library_values_are_refused_before_anything_is_written(
     override: str, fragment: str, tmp_path: Path, capsys
 ) -> None:
-    """Values torch's constructors check (or, for a schedule's peak rate, do not check) stop at
-    the plan with one line naming the key, not in torch's traceback after Hydra made a run dir
-    (or, for max_lr, 97 steps into training)."""
+    """Values torch's constructors check (or, for a schedule's peak rate, do not check) stop
+    with one line naming the key before the data loads, not in torch's traceback (or, for
+    max_lr, 97 steps into training), and leave no run dir."""
     line = cli_error([f"paths.root_dir={tmp_path}", override], capsys)
     assert fragment in line, line
-    assert not (tmp_path / "logs").exists()
+    assert not list((tmp_path / "logs").glob("fit/*")), list(tmp_path.rglob("*"))
 
 
 def test_nan_guard_names_the_knob_that_sets_the_rate() -> None:

@@ -78,4 +78,12 @@ def test_group_options_and_keys_are_checked_from_configs_and_schema() -> None:
         "++model.optimizer.dampening=0.1",
         "perf.compile=true",
     ]
-    assert plan.make_plan(["model.optimizer.dampening=0.1"]).cfg.model.optimizer.dampening == 0.1
+    assert plan.make_plan(["model.optimizer.dampening=0"]).cfg.model.optimizer.dampening == 0
+    # a value torch refuses (checked at the build: the plan stays torch-free) names every key
+    # torch's message names
+    from lightspeed.build import check_optimization
+
+    refused = plan.make_plan(["model.optimizer.dampening=0.1"]).cfg.model
+    with pytest.raises(plan.ConfigError, match=r"^model.optimizer.momentum=0.9, model.optimizer."
+                                               r"dampening=0.1: torch.optim.SGD refuses them"):  # fmt: skip
+        check_optimization(refused)

@@ -328,13 +328,20 @@ def test_ckpt_path_keeps_working(cfg_factory, tmp_path: Path) -> None:
     assert saved["epoch"] == 1 and saved["global_step"] == 2 * BATCHES_PER_EPOCH
 
 
-def test_resume_refuses_longer_run_with_fixed_length_schedule(cfg_factory) -> None:
-    """OneCycleLR is sized for the first run; a longer fit from its checkpoint fails with one
-    line up front (here in the job: run_task without the entry point's precheck)."""
+def test_longer_run_from_a_checkpoint_resizes_its_schedule(cfg_factory) -> None:
+    """OneCycleLR is sized for the first run; a longer fit from its checkpoint goes on with the
+    schedule re-sized (here in the job: run_task without the entry's plan), while a change of
+    how steps are made is one line."""
     from lightspeed.session import run_task
 
-    first = cfg_factory(["trainer.max_epochs=1", "data.batch_size=250"])
+    first = cfg_factory(["trainer.max_epochs=1", "data.batch_size=50"])
     run_task(first)
     ckpt = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
-    with pytest.raises(ConfigError, match=r"trainer.max_epochs=1→2\).* sized for \d+ steps"):
-        run_task(cfg_factory(["trainer.max_epochs=2", "data.batch_size=250", f"ckpt_path={ckpt}"]))
+    steps = torch.load(ckpt, weights_only=True)["lr_schedulers"][0]["total_steps"]
+    longer = cfg_factory(["trainer.max_epochs=2", "data.batch_size=50", f"ckpt_path={ckpt}"])
+    run_task(longer)
+    out = Path(longer.paths.output_dir) / "checkpoints" / "last.ckpt"
+    last = torch.load(out, weights_only=True)
+    assert last["epoch"] == 1 and last["lr_schedulers"][0]["total_steps"] == 2 * steps
+    with pytest.raises(ConfigError, match=r"data.batch_size=50→100\).* weights_from="):
+        run_task(cfg_factory(["trainer.max_epochs=2", "data.batch_size=100", f"ckpt_path={ckpt}"]))

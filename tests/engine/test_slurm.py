@@ -142,3 +142,23 @@ def test_time_limit_signal_requeues_and_the_requeued_job_resumes(
     assert "resuming from" in done.stdout + done.stderr
     assert [p.name for p in (tmp_path / "logs" / "fit").iterdir()] == ["slurm-4242"]
     assert (run_dir / "summary.json").is_file() and (run_dir / "config.resume1.yaml").is_file()
+
+
+def test_one_signal_path_under_slurm(cfg_factory, monkeypatch) -> None:
+    """In a SLURM batch job Lightning's own USR1 handler (auto-requeue) is off: GracefulInterrupt
+    saves last.ckpt and the entry requeues the job, and two handlers of one signal would race."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from lightspeed.build import build
+
+    for key, value in {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train",
+                       "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    assert SLURMEnvironment.detect()
+    trainer = build(cfg_factory(["model=mlp"])).trainer
+    environment = trainer._accelerator_connector.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue is False
+    monkeypatch.delenv("SLURM_JOB_ID")
+    monkeypatch.delenv("SLURM_NTASKS")
+    trainer = build(cfg_factory(["model=mlp"])).trainer
+    assert not isinstance(trainer._accelerator_connector.cluster_environment, SLURMEnvironment)

@@ -71,6 +71,38 @@ def test_export_writes_onnx_matching_torch(fitted: Path, cfg_factory) -> None:
     summary = run_task(cfg_factory(["task=export", f"ckpt_path={fitted}"]))
     assert Path(summary["onnx"]).is_file()
     assert summary["onnx_max_abs_diff"] <= 1e-4
+    import json
+
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(summary["onnx"]).metadata_props}
+    assert len(json.loads(meta["class_names"])) == 10  # what the model's export_metadata says
+    assert meta["input"].startswith("float32 [N, C, H, W]: (pixel / 255 - mean) / std")
+
+
+def test_export_without_its_extra_leaves_no_run_dir(
+    fitted: Path, tiny_data: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """One line naming the install, and the run dir Hydra made is taken back."""
+    import builtins
+
+    from conftest import quiet_tiny_run
+
+    from lightspeed import cli
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name.split(".")[0] in ("onnx", "onnxscript"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*quiet_tiny_run(tiny_data, tmp_path), "task=export", f"ckpt_path={fitted}"])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and "task=export needs onnx and onnxscript" in line, line
+    assert not list((tmp_path / "logs" / "export").glob("*")), "a refused export left its run dir"
 
 
 def test_export_needs_weights() -> None:

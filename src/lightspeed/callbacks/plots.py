@@ -132,13 +132,20 @@ class CurvePlotter(L.Callback):
         self.panels: dict[str, list[str]] = {}  # its panels → their curves (draw_curves)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._draw(trainer)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.path is not None:  # a fit's test of its best checkpoint: add the test point
+            self._draw(trainer)
+
+    def _draw(self, trainer: L.Trainer) -> None:
         if not trainer.is_global_zero:
             return
         logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
         if logger is None:
             log.info("curves: no CSV logger in this run, so no %s", self.filename)
             return
-        logger.save()  # the loggers flush after on_fit_end: write the last rows now
+        logger.save()  # the loggers flush after on_fit_end/on_test_end: write the rows now
         metrics = Path(logger.experiment.metrics_file_path)
         if not metrics.is_file():
             log.info("curves: %s holds no metrics yet, so no %s", metrics, self.filename)
