@@ -158,3 +158,36 @@ def test_a_continued_study_samples_new_parameters(
     assert sorted(r["trial"] for r in rows) == ["0", "1", "2", "3"]
     params = [(r["model.optimizer.lr"], r["model.optimizer.weight_decay"]) for r in rows]
     assert len(set(params)) == 4, params
+
+
+def test_an_interrupted_study_continues_with_new_points(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2+2: a 2-trial study stopped by a signal in its second trial (no checkpoint yet), then
+    the same command with n_trials=4: the cut trial runs again with its own parameters, and
+    every trial drawn after it has parameters no finished trial had."""
+    from lightspeed.errors import RunInterrupted
+    from lightspeed.sweep import OptunaSearch
+
+    calls = []
+
+    def fit(self, study, trial, command, sweep_dir, resume) -> None:
+        calls.append(trial.number)
+        if len(calls) == 2:  # the first command's second trial: SIGTERM, before any save
+            raise RunInterrupted("interrupted", exit_code=128 + signal.SIGTERM)
+        study.tell(trial, trial.params["model.optimizer.lr"])
+
+    monkeypatch.setattr(OptunaSearch, "run_trial", fit)
+    argv = ["hparams_search=lr_wd", "hparams_search.study_name=cut", "model=mlp",
+            f"data.data_dir={tiny_data}", f"paths.root_dir={tmp_path}"]  # fmt: skip
+    for n_trials, code in ((2, 128 + signal.SIGTERM), (4, 0)):
+        with pytest.raises(SystemExit) as stop:
+            cli.main([*argv, f"hparams_search.n_trials={n_trials}"])
+        assert stop.value.code == code
+    rows = {r["trial"]: r for r in results(tmp_path / "logs" / "sweeps" / "cut")}
+    done = [r for r in rows.values() if r["state"] == "complete"]
+    assert len(done) == 4, rows
+    cut = (rows["1"]["model.optimizer.lr"], rows["1"]["model.optimizer.weight_decay"])
+    params = [(r["model.optimizer.lr"], r["model.optimizer.weight_decay"]) for r in done]
+    assert params.count(cut) == 1  # the cut trial's point, run again once
+    assert len(set(params)) == 4, params
