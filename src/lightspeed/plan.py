@@ -172,6 +172,10 @@ class _Early:
         self.task = _value(overrides, "task") or RunConfig.task
         self._log_dir: str | None = None
 
+    @property
+    def log_dir_was_read(self) -> bool:
+        return self._log_dir is not None
+
     def log_dir(self) -> str:
         """``paths.log_dir`` as the command line and ``configs/paths/`` give it (read once)."""
         if self._log_dir is None:
@@ -231,7 +235,7 @@ def make_plan(argv: list[str]) -> Plan:
     overrides = resume_overrides(overrides, resume, early.log_dir, early.task)
     cfg = checked(overrides)
     task_used = overrides != declare_keys(argv)  # a resume or a launch named a run dir
-    log_dir_used = early._log_dir is not None  # resume=auto, or a torchrun/srun run dir
+    log_dir_used = early.log_dir_was_read  # resume=auto, or a torchrun/srun run dir
     if (task_used and cfg.task != early.task) or (
         log_dir_used and str(cfg.paths.log_dir) != early.log_dir()
     ):
