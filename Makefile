@@ -58,11 +58,11 @@ bench-data: install ## data-path throughput: torchvision per-sample vs in-memory
 	$(PY) scripts/bench_data.py $(ARGS)
 
 compare: install ## finished runs side by side → compare.csv/.md (RUNS="dir ...": run dirs, multirun or sweep folders; ARGS: --group-by all-but-seed, --plot FILE, --out DIR)
-	@test -n "$(RUNS)" || { echo 'make compare: name the runs: make compare RUNS="logs/fit/multiruns/<time>"' >&2; exit 2; }
+	@test -n "$(RUNS)" || { echo 'make compare: RUNS is empty; name run dirs or folders: make compare RUNS="logs/fit/multiruns"' >&2; exit 2; }
 	$(PY) scripts/compare.py $(RUNS) $(ARGS)
 
 reproduce: install ## re-run a finished fit from its overrides, check its metrics (RUN=dir; ARGS: --tolerance, --out DIR)
-	@test -n "$(RUN)" || { echo 'make reproduce: name the run: make reproduce RUN=logs/fit/<run>' >&2; exit 2; }
+	@test -n "$(RUN)" || { echo 'make reproduce: RUN is empty; name a fit run dir: make reproduce RUN=logs/fit/<run>' >&2; exit 2; }
 	$(PY) scripts/reproduce.py $(RUN) $(ARGS)
 
 clean: ## remove caches and build files (keeps .venv, data/ and logs/)

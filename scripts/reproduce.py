@@ -13,10 +13,11 @@ its own paths moved to the new run dir. The new run goes to ``--out``, by defaul
 Checked: the objective's best and every metric of ``summary.json``'s ``metrics``, each within
 ``--tolerance`` (absolute, default 1e-4). On the same machine and software a seeded CPU rerun
 is bit-identical (the difference is 0.0 in tests/engine/test_reproduce.py), so the tolerance
-only leaves room for reduction-order noise, far below what another config, commit or data set
-moves. Across CPU kinds it is not a reproduction test: ``trainer.precision=auto`` means
+only leaves room for reduction-order noise (another thread count); a larger difference is a
+change, and the lines about what differs say where to look. Across CPU kinds it is not a reproduction test: ``trainer.precision=auto`` means
 bf16-mixed on a CPU with bf16 units (avx512_bf16, AMX) and fp32 on one without (AVX2), and
-bf16 rounds at about 1e-2.
+bf16 keeps 8 significant bits (2-3 decimal digits): another computation, to be judged with a
+``--tolerance`` of your choosing.
 
 One line each says when the commit (from the checkpoints), a package version or the CPU kind
 (hardware.json), the precision, the data's checksum or the resolved config differ from the
