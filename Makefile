@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 .DEFAULT_GOAL := help
 
-.PHONY: help install data train test test-full test-gpu lint format tensorboard bench bench-fit tune-loader bench-data clean
+.PHONY: help install data train test test-full test-gpu lint format tensorboard bench bench-fit tune-loader bench-data compare reproduce clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -56,6 +56,14 @@ bench-fit: install ## time to accuracy of the default run, whole process, fresh 
 
 bench-data: install ## data-path throughput: torchvision per-sample vs in-memory vs HDF5 → benchmarks/results/data_loading_<date>.* (ARGS=--record: the committed file)
 	$(PY) scripts/bench_data.py $(ARGS)
+
+compare: install ## finished runs side by side → compare.csv/.md (RUNS="dir ...": run dirs, multirun or sweep folders; ARGS: --group-by all-but-seed, --plot FILE, --out DIR)
+	@test -n "$(RUNS)" || { echo 'make compare: RUNS is empty; name run dirs or folders: make compare RUNS="logs/fit/multiruns"' >&2; exit 2; }
+	$(PY) scripts/compare.py $(RUNS) $(ARGS)
+
+reproduce: install ## re-run a finished fit from its overrides, check its metrics (RUN=dir; ARGS: --tolerance, --out DIR)
+	@test -n "$(RUN)" || { echo 'make reproduce: RUN is empty; name a fit run dir: make reproduce RUN=logs/fit/<run>' >&2; exit 2; }
+	$(PY) scripts/reproduce.py $(RUN) $(ARGS)
 
 clean: ## remove caches and build files (keeps .venv, data/ and logs/)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -12,8 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from lightspeed.callbacks.plots import draw_curves
-
 
 def metrics_file(run: Path) -> Path | None:
     """The run's ``metrics.csv``: the path itself, ``csv/metrics.csv``, or the first below it."""
@@ -44,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"plot_runs: no metrics.csv in {', '.join(missing)}", file=sys.stderr)
         return 2
+    from lightspeed.callbacks.plots import draw_curves  # loads Lightning: only when drawing
+
     runs = dict(zip(labels(args.runs), found.values(), strict=True))
     draw_curves(runs, args.out)
     print(f"plot_runs: {len(runs)} run(s) → {args.out}")
