@@ -34,6 +34,10 @@ class Classifier(L.LightningModule):
         init: weight initialisation of the net's layers (:mod:`myproject.init`);
             ``default`` keeps the net's own.
         top_k: classes (and probabilities) per row of ``predictions.csv``, best first.
+        tta: test-time augmentation of validation, test and predict: ``flip`` averages the
+            logits of each image and its left-right mirror (worth it for a net trained with
+            ``data.flip=true``: see docs/performance.md). ``model.onnx`` is the net alone,
+            without it.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class Classifier(L.LightningModule):
         label_smoothing: UnitInterval = 0.0,
         init: Literal["default", "kaiming", "xavier", "orthogonal"] = "default",
         top_k: PositiveInt = 3,
+        tta: Literal["none", "flip"] = "none",
     ) -> None:
         super().__init__()
         self.net = initialize(net, init)
@@ -54,6 +59,7 @@ class Classifier(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.num_classes = num_classes
         self.top_k = top_k
+        self.tta = tta
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # validate_args=False: the checks (torch.unique, value-range tests) are host syncs on
         # every call; inputs come from this module, so they cannot be malformed.
@@ -63,6 +69,16 @@ class Classifier(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def eval_logits(self, x: Tensor) -> Tensor:
+        """The logits validation, test and predict use: the forward pass, or with
+        ``tta="flip"`` the mean of the image's and its mirror's logits."""
+        if self.tta == "none":
+            return self(x)
+        # one pass over both (half the kernel launches of two): in eval mode an image's
+        # logits do not depend on the rest of its batch
+        original, mirrored = self(torch.cat([x, x.flip(-1)])).chunk(2)
+        return (original + mirrored) / 2
 
     def setup(self, stage: str) -> None:
         """A net with ``fit_data`` (data-dependent init, e.g. ``SmallCNN(whiten=True)``) may
@@ -115,7 +131,7 @@ class Classifier(L.LightningModule):
         self, batch: tuple[Tensor, Tensor], split: str, metric: MulticlassAccuracy
     ) -> None:
         x, y = batch
-        logits = self(x)
+        logits = self.eval_logits(x)
         metric(logits, y)
         # Under DDP each rank evaluates its part: the loss is averaged over all of them at the
         # epoch end (sync_dist), the accuracy metric sums its counts over the ranks itself.
@@ -134,7 +150,7 @@ class Classifier(L.LightningModule):
     ) -> tuple[Tensor, Tensor | None]:
         """Class probabilities of the batch, with its labels where it has them."""
         x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        return self(x).float().softmax(dim=1), y
+        return self.eval_logits(x).float().softmax(dim=1), y
 
     # --- what the engine calls (lightspeed.contracts.ModelContract) ---------------------------
 

@@ -1,3 +1,3 @@
 """Callbacks a user turns on and off by config: speed measurement (samples/s, data wait, peak
-memory) and the curves plot. The run-safety callbacks the engine relies on are in
-:mod:`lightspeed.safety`."""
+memory), the curves plot, and an EMA of the weights (``callbacks/ema=on``). The run-safety
+callbacks the engine relies on are in :mod:`lightspeed.safety`."""

@@ -38,6 +38,10 @@ STEP_KEYS = {
     "trainer.num_nodes": 1,
     "data.batch_size": None,
 }
+# lightspeed.callbacks.ema.EMA: its entry in checkpoint["callbacks"] means the file's weights
+# are the average and its training weights are in that entry, which only the callback restores
+EMA_TARGET = "lightspeed.callbacks.ema.EMA"
+EMA_STATE = "EMA"
 NOT_INHERITED = ("resume", "ckpt_path")  # a resume continues last.ckpt, whatever started it
 
 
@@ -183,6 +187,13 @@ def check_continuation(checkpoint: dict, config: Any, run_dir: Path | None = Non
     steps = [f"{k}={_value(saved, k)}→{_value(config, k)}" for k in STEP_KEYS if k in changed]
     if _schedule_steps(checkpoint) and steps:
         _refuse_new_steps(checkpoint, steps, run_dir)
+    if EMA_STATE in (checkpoint.get("callbacks") or {}) and not _averages(config):
+        source = override_value(str(Path(run_dir) / LAST)) if run_dir else "<its checkpoint>"
+        raise ConfigError(
+            "this checkpoint's weights are an EMA of its training weights (callbacks/ema=on "
+            "made it), and a fit without the EMA callback would train on from the average; "
+            f"add callbacks/ema=on, or start a new fit from the average: weights_from={source}"
+        )
     if run_dir and not changed & set(RUN_LENGTH) and _ended(run_dir):
         epochs = _value(saved, "trainer.max_epochs")
         more = 2 * epochs if isinstance(epochs, int) and epochs > 0 else "<more>"
@@ -190,6 +201,12 @@ def check_continuation(checkpoint: dict, config: Any, run_dir: Path | None = Non
             f"resume={run_dir}: that run already finished (summary.json); to train it further, "
             f"give it a longer run: {resume_command(run_dir, f'trainer.max_epochs={more}')}"
         )
+
+
+def _averages(config: Any) -> bool:
+    """The config has the EMA callback among its callbacks."""
+    callbacks = setting(config, "callbacks") or {}
+    return any(setting(c, "_target_") == EMA_TARGET for c in callbacks.values() if c is not None)
 
 
 def _value(config: Any, key: str) -> Any:
