@@ -92,3 +92,50 @@ def test_every_printed_command_pastes(root: Path, monkeypatch: pytest.MonkeyPatc
         done = fresh_shell(f"{command} --help", root)
         assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
         assert "Powered by Hydra" in done.stdout, command
+
+
+def test_commands_printed_by_real_runs_paste(
+    tiny_data: Path, root: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The lines real runs print, collected from their output: a finished run's bare resume
+    (its longer-run command), and a sweep's reproduce / test-it lines."""
+    from conftest import quiet_tiny_run
+
+    from lightspeed import cli
+    from lightspeed.sweep import OptunaSearch
+
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(sys, "argv", [str(root / ".venv" / "bin" / "lightspeed")])
+    base = [*quiet_tiny_run(tiny_data, root), "model=mlp", "trainer.max_epochs=1"]
+
+    def main(argv: list[str]) -> int:
+        try:
+            cli.main(argv)
+        except SystemExit as e:
+            return int(e.code or 0)
+        return 0
+
+    assert main([*base, "extras.test_after_fit=false"]) == 0
+    (run,) = (root / "logs" / "fit").iterdir()
+    capsys.readouterr()
+    assert main([f"resume={run}"]) == 2
+    err = capsys.readouterr().err
+    collected = [err.split("give it a longer run: ", 1)[1].strip()]
+
+    def fit(self, study, trial, command, sweep_dir, resume) -> None:  # the sampling only
+        (sweep_dir / f"trial_{trial.number:03d}" / "checkpoints").mkdir(parents=True)
+        (sweep_dir / f"trial_{trial.number:03d}" / "checkpoints" / "best-x.ckpt").touch()
+        study.tell(trial, 0.5)
+
+    pytest.importorskip("optuna", reason="the sweep extra: pip install -e '.[sweep]'")
+    monkeypatch.setattr(OptunaSearch, "run_trial", fit)
+    assert main([*base, "hparams_search=lr_wd", "hparams_search.n_trials=1"]) == 0
+    out = capsys.readouterr().out
+    for prefix in ("reproduce: ", "test it: "):
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(prefix)]
+        collected.append(line.removeprefix(prefix))
+    assert len(collected) == 3
+    for command in collected:
+        assert command.startswith(".venv/bin/lightspeed "), command
+        done = fresh_shell(f"{command} --help", root)
+        assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
