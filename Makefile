@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 .DEFAULT_GOAL := help
 
-.PHONY: help install data train test test-full test-gpu lint format tensorboard bench bench-fit tune-loader bench-data compare reproduce clean
+.PHONY: help install data train test test-full test-gpu lint format tensorboard bench bench-fit tune-loader bench-data compare reproduce rename clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -64,6 +64,10 @@ compare: install ## finished runs side by side → compare.csv/.md (RUNS="dir ..
 reproduce: install ## re-run a finished fit from its overrides, check its metrics (RUN=dir; ARGS: --tolerance, --out DIR)
 	@test -n "$(RUN)" || { echo 'make reproduce: RUN is empty; name a fit run dir: make reproduce RUN=logs/fit/<run>' >&2; exit 2; }
 	$(PY) scripts/reproduce.py $(RUN) $(ARGS)
+
+rename: install ## make the example project yours: make rename NAME=my_project (the engine stays lightspeed)
+	@test -n "$(NAME)" || { echo "make rename: give the new name, e.g. make rename NAME=my_project" >&2; exit 2; }
+	$(PY) scripts/rename.py $(NAME)
 
 clean: ## remove caches and build files (keeps .venv, data/ and logs/)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info

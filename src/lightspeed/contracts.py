@@ -2,8 +2,8 @@
 
 The engine relies on nothing else, and :func:`missing_methods` is the check the build makes
 (one line naming what is missing). A class of your own satisfies them by having these
-attributes; it need not inherit from anything here. The examples in ``myproject``
-(``Classifier``, ``IdxDataModule``, the table regression) are implementations.
+attributes; it need not inherit from anything here. The example project's classifier, IDX data
+module and table regression are implementations.
 """
 
 from __future__ import annotations
