@@ -68,7 +68,9 @@ class DataModuleContract(Protocol):
     Optional, used where present: ``plan_batches(world_size, accumulate)`` (one line on the
     batch split, checked), ``loader.reasons`` (lines on the loader settings), ``source_info``
     (where the data came from, for the summary), ``sample_ids(split)`` (one id per sample for
-    ``predictions.csv``).
+    ``predictions.csv``), ``cross_validation_fold(fold, folds, seed)`` (called before
+    ``setup`` in a ``cv.folds=K`` run: validate on fold ``fold`` of ``folds`` of the training
+    set, train on the rest, leave the test split as it is; a DataModule without it is refused).
     """
 
     def setup(self, stage: str) -> None: ...
@@ -94,6 +96,9 @@ class SummaryContributor(Protocol):
 MODEL_METHODS = ("example_input", "check_output", "export_input", "prediction_table")
 DATA_METHODS = ("setup", "train_dataloader", "val_dataloader", "test_dataloader",
                 "eval_dataloader")  # fmt: skip
+
+
+CV_METHOD = "cross_validation_fold"  # optional: what a cv.folds=K run calls
 
 
 def missing_methods(obj: Any, names: Iterable[str]) -> list[str]:

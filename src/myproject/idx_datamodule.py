@@ -103,7 +103,8 @@ class IdxDataModule(ImageDataModule):
                     f"{path}: label {int(array.max())} found, but {self.source.name} has "
                     f"{self.num_classes} classes (0..{self.num_classes - 1})"
                 )
-        train_rows, val_rows = self.split_rows(len(x), where=str(images))
+        # the labels stratify a cross-validation's folds (the plain split ignores them)
+        train_rows, val_rows = self.split_rows(len(x), str(images), torch.from_numpy(np.array(y)))
 
         def rows(array: np.ndarray, picked: Tensor | None = None) -> Tensor:
             """A new tensor of the rows (the arrays may be read-only memory maps)."""

@@ -27,6 +27,7 @@ from lightspeed.constraints import PositiveInt, UnitInterval
 from lightspeed.contracts import PredictionTable
 from lightspeed.data.loading import plan_batches
 from lightspeed.data.memory import InMemoryBatchLoader
+from lightspeed.data.splits import fold_rows
 from lightspeed.errors import ConfigError, DataError
 from lightspeed.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 
@@ -98,6 +99,13 @@ class TableDataModule(L.LightningDataModule):
         self.split_seed, self.seed = split_seed, seed
         self.source_info = {"path": str(self.path), "rows": len(self.lines)}
         self._splits: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        self._fold: tuple[int, int, int] | None = None
+
+    def cross_validation_fold(self, fold: int, folds: int, seed: int) -> None:
+        """Validate on fold ``fold`` of ``folds`` of the rows outside the test split and train
+        on the rest (``val_size`` is not used; plain shuffled folds: the target is a number,
+        not a class). Called by the engine before :meth:`setup`."""
+        self._fold = (fold, folds, seed)
 
     def _read(self) -> tuple[list[str], list[list[str]]]:
         with self.path.open(newline="") as f:
@@ -128,6 +136,10 @@ class TableDataModule(L.LightningDataModule):
         table = torch.tensor(rows, dtype=torch.float64)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         parts = dict(zip(SPLITS, order.split([n - n_val - n_test, n_val, n_test]), strict=True))
+        if self._fold is not None:  # the test rows stay; the folds are cut from all the others
+            pool = order[: n - n_test]
+            train_at, val_at = fold_rows(len(pool), *self._fold)
+            parts.update(train=pool[train_at], val=pool[val_at])
         train = table[parts["train"]]
         self.mean, self.std = train.mean(0), train.std(0).clamp_min(1e-12)
         scaled = ((table - self.mean) / self.std).float()

@@ -28,7 +28,7 @@ from lightspeed.data.augment import BatchAugment
 from lightspeed.data.batches import BatchCollate, BatchDataset, ScalePixels, TensorBatchDataset
 from lightspeed.data.loading import LoaderSettings, check_loader_settings, resolve_loader_settings
 from lightspeed.data.memory import InMemoryBatchLoader
-from lightspeed.data.splits import SPLITS, check_tensors
+from lightspeed.data.splits import SPLITS, check_tensors, fold_rows
 from lightspeed.data.stats import describe_source
 from lightspeed.errors import ConfigError
 
@@ -114,6 +114,7 @@ class ImageDataModule(L.LightningDataModule):
         self.class_names: list[str] = []
         self.source_info: dict[str, Any] | None = None
         self._splits: dict[str, tuple[Tensor, Tensor] | Dataset] = {}
+        self._fold: tuple[int, int, int] | None = None  # (fold, folds, seed) of a CV fit
 
     # --- what a subclass writes -------------------------------------------------------------
 
@@ -158,14 +159,28 @@ class ImageDataModule(L.LightningDataModule):
             )
         return n_val
 
-    def split_rows(self, n: int, where: str = "the training set") -> tuple[Tensor, Tensor]:
+    def split_rows(
+        self, n: int, where: str = "the training set", labels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """``(train_rows, val_rows)`` of ``n`` rows, drawn with ``split_seed``: the same ``n``,
-        ``val_size`` and ``split_seed`` give the same rows in every module."""
+        ``val_size`` and ``split_seed`` give the same rows in every module. In a
+        cross-validation fit (:meth:`cross_validation_fold`) the val rows are the fold's
+        instead, stratified by ``labels`` (the ``n`` rows' classes) when given."""
+        if self._fold is not None:
+            return fold_rows(n, *self._fold, labels=labels)
         n_val = self.val_count(n, where)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         return perm[n_val:], perm[:n_val]
 
     # --- what the trainer and scripts use ----------------------------------------------------
+
+    def cross_validation_fold(self, fold: int, folds: int, seed: int) -> None:
+        """Validate on fold ``fold`` of ``folds`` of the training set and train on the rest
+        (``val_size`` is not used); called by the engine before :meth:`setup`. Subclasses that
+        carve val with :meth:`split_rows` get this for free."""
+        if self._splits:
+            raise RuntimeError("cross_validation_fold() must be called before setup()")
+        self._fold = (fold, folds, seed)
 
     def setup(self, stage: str | None = None) -> None:
         """Loads the splits once (later stages reuse them)."""

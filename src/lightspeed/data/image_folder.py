@@ -220,6 +220,11 @@ class ImageFolderDataModule(ImageDataModule):
 
     def load_splits(self) -> None:
         train = self._folder("train")
+        if "val" in self._samples and self._fold is not None:
+            raise ConfigError(
+                f"cv.folds: {self.data_dir} has a val/ folder of its own; cross-validation "
+                "carves its folds from train/ only: move val/ into train/ to cross-validate"
+            )
         if "val" in self._samples:
             val: Dataset = self._folder("val")
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from lightspeed.errors import DataError
@@ -25,3 +26,22 @@ def check_tensors(name: str, x: Tensor, y: Tensor, module: object) -> None:
             f"{name} split has labels {int(y.min())}..{int(y.max())} but "
             f"num_classes={module.num_classes}"
         )
+
+
+def fold_rows(
+    n: int, fold: int, folds: int, seed: int, labels: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(train_rows, val_rows)`` of ``n`` rows for fold ``fold`` of ``folds``: the val rows of
+    the folds are disjoint and cover all ``n``. With ``labels``, the rows are dealt round the
+    folds class by class (stratified: a class's count differs by at most 1 between folds); without,
+    the shuffled rows are cut into ``folds`` near-equal parts. The same ``seed`` gives the same
+    folds in every run, so the K fits of one CV see K different validation sets."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    if labels is not None:
+        # a stable sort of the shuffled rows by class makes each class a consecutive run;
+        # dealing the runs round the folds in turn keeps every class, and every fold's size,
+        # within one row of the others
+        perm = perm[torch.sort(labels[perm].long(), stable=True).indices]
+    slot = torch.arange(n) % folds
+    return perm[slot != fold].sort().values, perm[slot == fold].sort().values
