@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from lightspeed import hardware
-from lightspeed.contracts import DATA_METHODS, MODEL_METHODS, missing_methods
+from lightspeed.contracts import CV_METHOD, DATA_METHODS, MODEL_METHODS, missing_methods
 from lightspeed.errors import ConfigError, UserError
 from lightspeed.safety.checkpointing import (
     AtomicCheckpointIO,
@@ -249,6 +249,21 @@ def cluster_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
+def select_fold(datamodule: Any, fold: int | None, folds: int, seed: int) -> None:
+    """Makes ``datamodule`` validate on fold ``fold`` of ``folds`` (before its setup)."""
+    name = type(datamodule).__name__
+    if missing_methods(datamodule, [CV_METHOD]):
+        raise ConfigError(
+            f"cv.folds={folds}: {name} has no {CV_METHOD}(fold, folds, seed) method, so it "
+            "cannot be cross-validated; add one (lightspeed.contracts.DataModuleContract)"
+        )
+    if fold is None:
+        raise ConfigError(
+            f"cv.folds={folds} without cv.fold: run it with `lightspeed cv.folds=...`"
+        )
+    getattr(datamodule, CV_METHOD)(fold, folds, seed)
+
+
 def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Built:
     """Builds the datamodule, module and trainer that ``cfg`` describes (no training yet).
 
@@ -264,6 +279,8 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Built:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
+    if cfg.get("cv") and cfg.cv.folds:
+        select_fold(datamodule, cfg.cv.fold, cfg.cv.folds, cfg.cv.seed)
     bind_data_resolver(datamodule)
     module = instantiate(cfg.model)
     probe = check_contracts(datamodule, module)

@@ -3,7 +3,8 @@
 1. Plan the run (:mod:`lightspeed.plan`): parse, compose and check the config once, and read
    the checkpoint it starts from — before torch is imported and before Hydra makes a run
    directory, so a typo costs well under a second, prints one line, and leaves nothing behind.
-2. Hand over to ``hydra.main`` (run dir, logging, multirun, launchers), or to the sweep.
+2. Hand over to ``hydra.main`` (run dir, logging, multirun, launchers), to the sweep, or to
+   the cross-validation (``cv.folds=K``: :mod:`lightspeed.cv`).
 3. In the job: carry the plan out (:mod:`lightspeed.session`).
 
 User errors print ``lightspeed: error: <one line>`` and exit 2; ``HYDRA_FULL_ERROR=1`` shows
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> None:
             plan = make_plan(argv)
         except UserError as e:
             _exit_user_error(e)
+        if plan.cfg.cv.folds:  # first: it refuses a sweep of cross-validations
+            from lightspeed.cv import run_cv
+
+            sys.exit(run_cv(plan.cfg, plan.overrides))
         if plan.cfg.get("hparams_search") is not None:
             from lightspeed.sweep import run_sweep
 

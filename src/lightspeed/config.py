@@ -99,6 +99,17 @@ class ObjectiveConfig:
 
 
 @dataclass
+class CVConfig:
+    """``cv.*``: k-fold cross-validation (:mod:`lightspeed.cv`): ``cv.folds=K`` runs K fits, fold
+    i validating on the i-th of K folds of the training set and training on the rest."""
+
+    folds: int = 0  # K >= 2 folds; 0: no cross-validation
+    fold: int | None = None  # run only this fold (0..K-1), e.g. one job per fold with -m
+    seed: int = 0  # seed of the assignment of rows to folds
+    name: str | None = None  # the CV dir <paths.log_dir>/cv/<name>; None: from the command
+
+
+@dataclass
 class RunConfig:
     """Top-level keys; the groups (data, model, trainer, ...) are ``_target_`` nodes."""
 
@@ -120,6 +131,7 @@ class RunConfig:
     extras: ExtrasConfig = field(default_factory=ExtrasConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
 
 
 def register_schema() -> None:
@@ -249,6 +261,18 @@ def check_run(run: dict) -> None:
         raise ConfigError(f"weights_from={weights}: no such file; give the path of a .ckpt file")
 
 
+def check_cv(cv: dict, task: str) -> None:
+    folds, fold = cv.get("folds", 0), cv.get("fold")
+    if folds < 0 or folds == 1:
+        raise ConfigError(f"cv.folds={folds} must be >= 2 (or 0 for no cross-validation)")
+    if fold is not None and not folds:
+        raise ConfigError(f"cv.fold={fold} needs cv.folds=K, the number of folds")
+    if fold is not None and not 0 <= fold < folds:
+        raise ConfigError(f"cv.fold={fold} is not a fold of cv.folds={folds}: use 0..{folds - 1}")
+    if folds and task != "fit":
+        raise ConfigError(f"cv.folds={folds} runs fits; task={task} cannot be cross-validated")
+
+
 def check_data(data: dict) -> None:
     device = str(data.get("device", "cpu"))
     if device.startswith("cuda") and not gpu_present():
@@ -295,6 +319,7 @@ def validate(cfg: Any) -> dict:
     check_targets({k: run.get(k) for k in groups}, "")
     check_trainer(run.get("trainer") or {})
     check_data(run.get("data") or {})
+    check_cv(run.get("cv") or {}, run["task"])
     check_model(run.get("model") or {})
     check_choices(PerfConfig, run.get("perf") or {}, "perf")
     check_choices(ObjectiveConfig, run.get("objective") or {}, "objective")

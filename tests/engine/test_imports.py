@@ -22,7 +22,7 @@ LAYERS = (
     ("build", "tasks"),  # cfg -> objects; what each task does with them
     ("session",),  # one job carried out
     ("plan",),  # argv -> one checked plan
-    ("sweep",),  # runs trials through plan and session
+    ("sweep", "cv"),  # run trials / folds through plan and session
     ("cli", "__main__"),  # the entry
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
