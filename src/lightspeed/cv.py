@@ -52,6 +52,12 @@ def cv_name(cfg: Any, command: list[str]) -> str:
     return f"{cfg.cv.folds}fold-{hashlib.sha1(' '.join(kept).encode()).hexdigest()[:8]}"
 
 
+def say(line: str) -> None:
+    """A progress line on the console and in the log (the folds run outside Hydra's logging)."""
+    print(f"lightspeed: {line}", flush=True)
+    log.info(line)
+
+
 def fold_state(fold_dir: Path) -> str:
     """``done`` (summary.json), ``resume`` (a last.ckpt to continue) or ``start``."""
     if (fold_dir / "summary.json").is_file():
@@ -130,14 +136,14 @@ def run_fold(cv_dir: Path, fold: int, command: list[str]) -> None:
     fold_dir = cv_dir / f"fold_{fold}"
     state = fold_state(fold_dir)
     if state == "done":
-        log.info("fold %d: finished before (%s)", fold, fold_dir / "summary.json")
+        say(f"fold {fold}: finished before ({fold_dir / 'summary.json'})")
         return
     overrides = [a for a in command if override_key(a).lstrip("+") != "cv.fold"]
     overrides.append(f"cv.fold={fold}")
     if state == "start" and fold_dir.exists():  # cut short before its first checkpoint
         rundir.check_free(fold_dir)
         shutil.rmtree(fold_dir)
-    log.info("fold %d: %s in %s", fold, "continues" if state == "resume" else "starts", fold_dir)
+    say(f"fold {fold}: {'continues' if state == 'resume' else 'starts'} in {fold_dir}")
     try:
         extra = [f"resume={fold_dir}"] if state == "resume" else []
         cfg = compose_for_run([*overrides, *extra], fold_dir)

@@ -118,6 +118,7 @@ def test_cv_runs_every_fold_and_continues_after_an_interrupt(
     assert (cv_dir / "fold_0" / "summary.json").stat().st_mtime_ns == fold_0
     out = capsys.readouterr().out
     assert "cross-validation tiny: 3 of 3 folds" in out and "cv_summary.csv" in out
+    assert "fold 0: finished before" in out and "fold 1: starts in" in out
 
     table = rows(cv_dir)
     assert [r["fold"] for r in table] == ["0", "1", "2", "mean", "std"]
