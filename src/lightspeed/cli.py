@@ -42,6 +42,8 @@ def _job(cfg: Any, plan: Plan | None) -> float | None:
             from lightspeed.config import validate
 
             validate(cfg)
+        if cfg.cv.folds:  # a multirun's job (-m cv.fold=0,1,2): its fold in the CV dir
+            return _cv_job(cfg)
         distributed.prepare_job(cfg)  # a multirun or requeued job on several processes
         from lightspeed.session import objective_value, run_task
 
@@ -67,6 +69,18 @@ def _job(cfg: Any, plan: Plan | None) -> float | None:
     if distributed.is_rank_zero():
         console.print_summary(summary)
     return objective_value(summary)  # the value a Hydra sweeper optimises
+
+
+def _cv_job(cfg: Any) -> None:
+    """A multirun job of ``cv.folds=K``: the cross-validation (one fold with ``cv.fold``) in
+    ``<paths.log_dir>/cv/<name>/``, as the same command without ``-m`` runs it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lightspeed.cv import run_cv
+
+    code = run_cv(cfg, list(HydraConfig.get().overrides.task))
+    if code:
+        sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

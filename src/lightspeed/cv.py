@@ -14,10 +14,11 @@
   rows, rewritten whenever a fold finishes and printed at the end.
 * The same command again continues: a fold with ``summary.json`` is not run again, one with a
   ``last.ckpt`` resumes from it, any other starts (again) from scratch.
-* ``cv.fold=i`` runs fold i alone in its fold dir, so the folds can be separate jobs (a shell
-  loop, a SLURM array: ``lightspeed cv.folds=5 cv.fold=$SLURM_ARRAY_TASK_ID ...``). Each
-  finishing fold rewrites the summary from the folds finished so far, so the last one to end
-  leaves the whole table.
+* ``cv.fold=i`` runs fold i alone in its fold dir, so the folds can be separate jobs:
+  ``lightspeed -m cv.folds=3 cv.fold=0,1,2 ...`` (Hydra's multirun, or its SLURM launcher with
+  ``hydra/launcher=slurm``: each job runs its fold in the CV dir; Hydra's own job dir stays
+  empty), or a SLURM array (``cv.fold=$SLURM_ARRAY_TASK_ID``). Each finishing fold rewrites
+  the summary from the folds finished so far, so the last one to end leaves the whole table.
 
 The folds run one after another in this process, each on one device, like a sweep's trials.
 """

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,6 +161,17 @@ def test_one_fold_alone_then_resumed_from_its_last_checkpoint(
         cli.main(cv_command(tiny_data, tmp_path, "cv.fold=2"))
     assert stop.value.code == 0, capsys.readouterr().err
     assert resumed == [str(cv_dir / "fold_2")] and fold_state(cv_dir / "fold_2") == "done"
+
+
+def test_multirun_runs_one_job_per_fold_into_the_cv_dir(tiny_data: Path, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "lightspeed", "-m", "cv.fold=0,2",
+            *cv_command(tiny_data, tmp_path)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cv_dir = tmp_path / "logs" / "cv" / "tiny"
+    assert [fold_state(cv_dir / f"fold_{i}") for i in range(3)] == ["done", "start", "done"]
+    assert [r["fold"] for r in rows(cv_dir)] == ["0", "2", "mean", "std"]
+    assert "cross-validation tiny: 2 of 3 folds" in done.stdout
 
 
 class NoFolds:
