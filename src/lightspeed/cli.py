@@ -42,7 +42,8 @@ def _job(cfg: Any, plan: Plan | None) -> float | None:
             from lightspeed.config import validate
 
             validate(cfg)
-        if cfg.cv.folds:  # a multirun's job (-m cv.fold=0,1,2): its fold in the CV dir
+        # a multirun's job (-m cv.fold=0,1,2): its fold in the CV dir
+        if (cfg.get("cv") or {}).get("folds"):
             return _cv_job(cfg)
         distributed.prepare_job(cfg)  # a multirun or requeued job on several processes
         from lightspeed.session import objective_value, run_task
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
             plan = make_plan(argv)
         except UserError as e:
             _exit_user_error(e)
-        if plan.cfg.cv.folds:  # first: it refuses a sweep of cross-validations
+        # before the sweep: a sweep of cross-validations is refused there
+        if (plan.cfg.get("cv") or {}).get("folds"):
             from lightspeed.cv import run_cv
 
             sys.exit(run_cv(plan.cfg, plan.overrides))
