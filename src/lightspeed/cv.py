@@ -40,6 +40,7 @@ from typing import Any
 from lightspeed.errors import ConfigError, RunInterrupted, UserError
 from lightspeed.run import rundir
 from lightspeed.run.resume import LAST, override_key
+from lightspeed.sweep.entry import check_one_device
 
 log = logging.getLogger("lightspeed.cv")
 OWN_KEYS = ("cv.fold", "cv.name")  # not part of a fold's identity
@@ -78,6 +79,8 @@ def run_cv(cfg: Any, command: list[str]) -> int:
                 "command continues an interrupted cross-validation)"
             )
         folds, only = cfg.cv.folds, cfg.cv.fold
+        if only is None:  # the folds run one after another in this process, one device each
+            check_one_device(cfg, "cv.folds", "folds", "-m cv.fold=0,1,... (one job per fold)")
         cv_dir = Path(cfg.paths.log_dir) / "cv" / cv_name(cfg, command)
         rundir.check_writable(cv_dir, "cv.name")
         cv_dir.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,7 @@ class NoFolds:
         (["cv.fold=3", "cv.folds=3"], "cv.fold=3 is not a fold of cv.folds=3: use 0..2"),
         (["cv.fold=0"], "cv.fold=0 needs cv.folds=K"),
         (["cv.folds=3", "hparams_search=lr_wd"], "cv.folds with hparams_search"),
+        (["cv.folds=2", "trainer=ddp_cpu"], "cv.folds runs its folds in this process, one device"),
         (
             ["cv.folds=3", "data._target_=test_cv.NoFolds"],
             "NoFolds has no cross_validation_fold(fold, folds, seed) method",

@@ -41,7 +41,9 @@ def run_sweep(cfg: Any, argv: list[str]) -> int:
                 f"hparams_search with {given[0]}: each trial is a new fit in the study's folder; "
                 "drop it (the same command continues an interrupted study)"
             )
-        check_one_device(cfg)
+        check_one_device(
+            cfg, "hparams_search", "trials", "Hydra's multirun for multi-device trials"
+        )
         node = {k: v for k, v in cfg.hparams_search.items() if k != "_target_"}
         from omegaconf import OmegaConf
 
@@ -67,14 +69,15 @@ def run_sweep(cfg: Any, argv: list[str]) -> int:
         return 2
 
 
-def check_one_device(cfg: Any) -> None:
-    """Trials run one after another in this process, each on one device."""
+def check_one_device(cfg: Any, what: str, fits: str, instead: str) -> None:
+    """Fits run one after another in this process, each on one device (Lightning keeps a
+    multi-device fit's process group: a second one in the same process cannot start)."""
     t = cfg.trainer
     devices, nodes = t.get("devices", 1), t.get("num_nodes", 1)
     count = len(devices) if isinstance(devices, (list, tuple)) else devices
     if (isinstance(count, int) and count > 1) or nodes > 1 or "ddp" in str(t.get("strategy")):
         raise ConfigError(
-            f"hparams_search runs its trials in this process, one device each, not "
+            f"{what} runs its {fits} in this process, one device each, not "
             f"trainer.devices={devices} trainer.num_nodes={nodes}: use one device "
-            "(trainer=cpu or trainer=gpu), or Hydra's multirun for multi-device trials"
+            f"(trainer=cpu or trainer=gpu), or {instead}"
         )
