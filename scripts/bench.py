@@ -10,7 +10,15 @@ bench_<cpu|gpu>_<date>.{json,md}, or with --record the committed bench_<cpu|gpu>
     python scripts/bench.py --record                 # replace the committed record
     python scripts/bench.py --steps 150 --repeats 5  # tighter numbers
     python scripts/bench.py --compare-dataloader     # also the naive per-sample DataLoader path
+    python scripts/bench.py --proxy --hooks          # per-step overhead: batch 32, hook profile
     python scripts/bench.py -- model=mlp             # Hydra overrides after --
+
+--proxy measures what a fast accelerator leaves of a step: the host's fixed cost. The default
+net at batch 32 (``PROXY``) takes 2-5 ms a step on a 2-core CPU, about what the hand-written
+loop takes per step of the default net at batch 256 on one H200 (3.5 ms, nearly all of it
+host time), so the template's per-step cost weighs here about as much as it does there.
+--hooks adds one more template run under Lightning's SimpleProfiler: host time per step of
+each hook of each callback, of the module and of the loop (``hook_profile``).
 """
 
 from __future__ import annotations
@@ -90,6 +98,34 @@ def hand_loop(built, steps: int, warmup: int, loader=None) -> dict:
     elapsed = time.perf_counter() - t0
     speed = {"samples_per_s": steps * dm.batch_size / elapsed, "first_step_s": t_first}
     return speed | peak_memory_mb(device)
+
+
+# --proxy: the default net at a batch where the step is the host's fixed cost (see the docstring)
+PROXY = ["data.batch_size=32"]
+
+
+def hook_profile(overrides: list[str], steps: int, warmup: int, tmp: Path, top: int = 15) -> list:
+    """One template run under Lightning's SimpleProfiler: (action, µs per step) of the ``top``
+    costliest actions that run on every step, largest first. Actions nest (a callback's hook
+    runs inside the loop's), so the figures overlap; each says where host time goes."""
+    built = make([*overrides, "++trainer.profiler=simple"], steps, warmup, tmp)
+    built.trainer.fit(built.module, datamodule=built.datamodule)
+    total = warmup + steps
+    rows = [
+        (name, round(1e6 * sum(times) / total, 1))
+        for name, times in built.trainer.profiler.recorded_durations.items()
+        if len(times) >= total
+    ]
+    return sorted(rows, key=lambda row: -row[1])[:top]
+
+
+def cpu_kind(info: dict) -> str:
+    """avx512_bf16 or avx2, and the oneDNN ISA cap when ONEDNN_MAX_CPU_ISA sets one."""
+    import os
+
+    kind = "avx512_bf16" if info.get("cpu_bf16") else "avx2"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{kind}_isa_{isa.lower()}" if isa else kind
 
 
 def template_loop(built, steps: int, warmup: int) -> dict:
@@ -228,6 +264,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=15, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=8, help="interleaved hand/template pairs")
     parser.add_argument("--compare-dataloader", action="store_true")
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help=f"per-step overhead: {' '.join(PROXY)}, 300 steps; results bench_proxy_<kind>",
+    )
+    parser.add_argument("--hooks", action="store_true", help="add a per-hook host-time profile")
     parser.add_argument("--startup", type=int, default=5, help="rounds of start-up runs (0: skip)")
     parser.add_argument(
         "--baseline",
@@ -241,6 +283,11 @@ def main() -> int:
     )
     args, overrides = parser.parse_known_args()
     overrides = [o for o in overrides if o != "--"]
+    if args.proxy:  # the user's overrides come after, so they can change the batch
+        overrides = [*PROXY, *overrides]
+        defaults = {"steps": 60, "warmup": 15}  # the parser's: raised unless given
+        args.steps = 300 if args.steps == defaults["steps"] else args.steps
+        args.warmup = 30 if args.warmup == defaults["warmup"] else args.warmup
 
     info = hardware.report()
     print("hardware:", hardware.one_line(info), flush=True)
@@ -268,6 +315,7 @@ def main() -> int:
                 built = make(overrides, args.steps, args.warmup, Path(tmp))
                 runs["naive_dataloader"].append(naive_dataloader(built, args.steps, args.warmup))
         precision = built.precision if args.repeats else None
+        hooks = hook_profile(overrides, args.steps, args.warmup, Path(tmp)) if args.hooks else None
 
     ratios = [  # --repeats 0: only the start-up rounds
         t["samples_per_s"] / h["samples_per_s"]
@@ -288,6 +336,8 @@ def main() -> int:
             if k != "naive_dataloader"
         },
         "startup": startup,
+        "cpu_kind": None if info["gpus"] else cpu_kind(info),
+        "hook_profile": hooks,
         "peak_memory_mb": {
             k: max(
                 (m for x in v if (m := x.get("gpu_peak_mem_mb", x.get("cpu_peak_rss_mb")))),
@@ -297,6 +347,8 @@ def main() -> int:
         },
     }
     stem = "bench_cuda" if info["gpus"] else "bench_cpu"  # bench_gpu.*: scripts/bench_gpu.sh
+    if args.proxy:
+        stem = "bench_proxy_cuda" if info["gpus"] else f"bench_proxy_{result['cpu_kind']}"
     path = write_results(result, markdown(result), stem, args.record, args.out)
     print(markdown(result))
     print(f"wrote {path}.{{json,md}}")
@@ -309,12 +361,23 @@ def markdown(r: dict) -> str:
         f"# {r['benchmark']}",
         "",
         f"- date: {r['date']}; command: `{r['command']}`",
-        f"- hardware: {hardware.one_line(hw)}",
+        f"- hardware: {hardware.one_line(hw)}"
+        + (f" (CPU kind: {r['cpu_kind']})" if r.get("cpu_kind") else ""),
         f"- precision: {r['precision']}; overrides: {r['overrides'] or 'none (defaults)'}",
         f"- {r['repeats']} interleaved repeats of {r['steps']} timed steps after {r['warmup']} warm-up steps",
     ]
     if r["repeats"]:
         lines += throughput_lines(r)
+    if r.get("hook_profile"):
+        lines += [
+            "",
+            "Host time per training step, by action (Lightning's SimpleProfiler, one template "
+            "run; actions nest, so the rows overlap):",
+            "",
+            "| action | µs per step |",
+            "|---|---|",
+            *(f"| `{name}` | {us:.1f} |" for name, us in r["hook_profile"]),
+        ]
     if r.get("startup"):
         st = r["startup"]
         imp = st["import_torch_lightning_s"]

@@ -6,6 +6,7 @@ this is the only module that knows Hydra/OmegaConf.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import torch
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 from lightspeed import hardware
@@ -240,6 +242,21 @@ def _to_channels_last(net: torch.nn.Module, args: tuple) -> tuple | None:
     return None
 
 
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default (no profiling) without its per-step cost.
+
+    The Trainer wraps every hook of every callback in ``profiler.profile(name)``; the default
+    ``PassThroughProfiler`` makes a generator-based context manager each time, about 150 per
+    training step with the default callbacks. This one hands out one shared no-op context.
+    ``trainer.profiler=simple`` (or ``debug=profiler``) replaces it.
+    """
+
+    _nothing = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+        return self._nothing
+
+
 def cluster_plugins() -> list:
     """Under SLURM, Lightning's own USR1 handler (auto-requeue) is turned off: GracefulInterrupt
     saves last.ckpt on that signal and the entry requeues the job (lightspeed.run.distributed), and
@@ -306,6 +323,8 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Built:
         trainer_kwargs["benchmark"] = bool(cfg.perf.cudnn_benchmark) and not cfg.trainer.get(
             "deterministic"
         )
+    if cfg.trainer.get("profiler") is None:
+        trainer_kwargs["profiler"] = NoProfiler()
     trainer = instantiate(cfg.trainer, **trainer_kwargs)
     plan = getattr(datamodule, "plan_batches", None)
     if plan is not None:  # data.batch_size is global: checked against the processes (one line)

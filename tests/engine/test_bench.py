@@ -69,6 +69,25 @@ def test_tiny_bench_writes_a_dated_result(tiny_data: Path, tmp_path: Path, monke
     assert result["samples_per_s"]["naive_dataloader"]["median"] > 0
 
 
+def test_proxy_bench_profiles_each_hook(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """--proxy runs the default net at batch 32 into bench_proxy_<cpu kind>; --hooks adds the
+    host time per step of the loop's, the module's and each callback's actions."""
+    out = tmp_path / "results"
+    argv = ["bench.py", "--proxy", "--hooks", "--steps", "6", "--warmup", "2", "--repeats", "1"]
+    argv += ["--startup", "0", "--out", str(out), "--", *tiny(tiny_data, tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert bench.main() == 0
+    (written,) = out.glob("bench_proxy_*_isa_avx2_*.json")
+    result = json.loads(written.read_text())
+    assert result["overrides"][0] == "data.batch_size=32"
+    names = [name for name, _ in result["hook_profile"]]
+    assert "run_training_batch" in names
+    assert any(name.startswith("[Callback]") for name in names)
+    assert all(us > 0 for _, us in result["hook_profile"])
+    assert "µs per step" in written.with_suffix(".md").read_text()
+
+
 @pytest.mark.slow
 def test_startup_and_time_to_accuracy_beside_a_baseline(
     tiny_data: Path, tmp_path: Path, monkeypatch

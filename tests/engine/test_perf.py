@@ -149,3 +149,53 @@ def test_profiler_debug_config_writes_a_trace(cfg_factory):
     run_task(cfg)
     traces = list(Path(cfg.paths.output_dir).rglob("*.pt.trace.json"))
     assert traces, "the profiler wrote no trace"
+
+
+def test_default_profiler_hands_out_one_shared_no_op_context(cfg_factory):
+    """The Trainer enters profiler.profile() for every hook of every callback: by default that
+    costs nothing; a profiler the user asks for (trainer.profiler) replaces it."""
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from lightspeed.build import NoProfiler
+
+    profiler = build(cfg_factory(["trainer.max_steps=1"])).trainer.profiler
+    assert isinstance(profiler, NoProfiler)
+    assert profiler.profile("a") is profiler.profile("b")
+    with profiler.profile("[Callback]x.on_train_batch_end"):
+        pass
+    asked = build(cfg_factory(["trainer.max_steps=1", "++trainer.profiler=simple"]))
+    assert isinstance(asked.trainer.profiler, SimpleProfiler)
+
+
+def test_progress_bar_takes_a_training_batch_only_when_it_draws(cfg_factory, monkeypatch):
+    """refresh_rate=1 and a clock that moves 0.3 s a batch: the bar takes batches 0, 4 and 8
+    (a draw is due) and the epoch's last one (9); the batches in between cost one clock read."""
+    from lightning.pytorch.callbacks import RichProgressBar as LightningBar
+
+    from lightspeed.callbacks import progress
+
+    clock = iter(0.3 * i for i in range(1, 1000))
+    monkeypatch.setattr(progress, "monotonic", lambda: next(clock))
+    taken: list[int] = []
+    original = LightningBar.on_train_batch_end
+
+    def spy(self, trainer, pl_module, outputs, batch, batch_idx):
+        taken.append(batch_idx)
+        original(self, trainer, pl_module, outputs, batch, batch_idx)
+
+    monkeypatch.setattr(LightningBar, "on_train_batch_end", spy)
+    cfg = cfg_factory(
+        [
+            "++callbacks.progress_bar={_target_: lightspeed.callbacks.progress.RichProgressBar,"
+            " refresh_rate: 1}",
+            "trainer.enable_progress_bar=true",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=10",
+            "trainer.limit_val_batches=0",
+            "data.batch_size=20",
+        ]
+    )
+    built = build(cfg)
+    assert isinstance(built.trainer.progress_bar_callback, progress.RichProgressBar)
+    built.trainer.fit(built.module, datamodule=built.datamodule)
+    assert taken == [0, 4, 8, 9]

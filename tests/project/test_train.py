@@ -216,3 +216,46 @@ def test_default_fit_whitens_the_first_conv_from_the_data_and_keeps_it(cfg_facto
     assert id(conv) not in optimised
     trained = [p for p in built.module.parameters() if p.requires_grad]
     assert {id(p) for p in trained} == optimised
+
+
+class Hits(L.Callback):
+    """Counts, before each training step, how many of the batch the model gets right."""
+
+    def __init__(self) -> None:
+        self.per_epoch: list[list[int]] = []
+        self.logged: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.per_epoch:  # the module logged the last epoch's at its end (after validation)
+            self.logged.append(float(trainer.callback_metrics["train/acc"]))
+        self.per_epoch.append([0, 0])
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        x, y = batch
+        with torch.no_grad():
+            hits = int((pl_module(x).argmax(dim=1) == y).sum())
+        self.per_epoch[-1][0] += hits
+        self.per_epoch[-1][1] += len(y)
+
+
+def test_train_accuracy_counts_each_epochs_training_samples(cfg_factory) -> None:
+    """train/acc is the share of the epoch's training samples the model got right as it
+    trained on them: counted here before each step, compared exactly per epoch."""
+    cfg = cfg_factory(
+        [
+            *SMALL,
+            "model=mlp",
+            "model.net.dropout=0",  # the forward here must be the training step's
+            "trainer.precision=32",
+            "trainer.max_epochs=2",
+            "trainer.limit_val_batches=1",
+        ]
+    )
+    built = build(cfg)
+    hits = Hits()
+    built.trainer.callbacks.append(hits)
+    built.trainer.fit(built.module, datamodule=built.datamodule)
+    hits.logged.append(float(built.trainer.callback_metrics["train/acc"]))
+    expected = [right / seen for right, seen in hits.per_epoch]
+    assert len(expected) == 2 and expected[0] != expected[1]
+    assert hits.logged == pytest.approx(expected, abs=1e-6)
