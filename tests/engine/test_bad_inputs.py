@@ -483,7 +483,11 @@ def test_full_disk_keeps_previous_last_ckpt(cfg_factory, tmp_path: Path, monkeyp
     with pytest.raises(UserError) as info:
         run_in_process(
             cfg_factory,
-            ["callbacks.last_checkpoint.every_n_train_steps=1", "model.scheduler=null"],
+            [
+                "callbacks.last_checkpoint.every_n_train_steps=1",
+                "callbacks.last_checkpoint.min_interval_s=0",
+                "model.scheduler=null",
+            ],
         )
     monkeypatch.undo()
     line = str(info.value)
@@ -524,6 +528,7 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(cfg_factory) -> None:
                 "trainer.limit_train_batches=5",
                 "trainer.max_epochs=3",
                 "callbacks.last_checkpoint.every_n_train_steps=1",
+                "callbacks.last_checkpoint.min_interval_s=0",
             ],
         )
     line = str(info.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from lightspeed.safety.checkpointing import AtomicCheckpointIO
@@ -36,3 +37,39 @@ def test_unreadable_checkpoint_is_one_line(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(Path, "open", refuse)
     with pytest.raises(CheckpointError, match=r"cannot be read \(Permission denied\)"):
         read_plain(path)
+
+
+@pytest.mark.parametrize(("min_interval_s", "saved"), [(0, [2, 4, 6, 8, 10]), (1, [8, 10])])
+def test_last_checkpoint_saves_every_n_steps_at_most_once_per_interval(
+    cfg_factory, monkeypatch, min_interval_s: float, saved: list[int]
+) -> None:
+    """Every 2 steps, a clock moving 0.3 s a read: with a 1 s floor the steps 2, 4 and 6 come
+    too soon after the start; 8 saves, 10 is too soon again but the epoch's end saves it."""
+    from lightspeed.build import build
+    from lightspeed.safety import checkpointing
+
+    clock = iter(0.3 * i for i in range(1, 1000))
+    monkeypatch.setattr(checkpointing, "monotonic", lambda: next(clock))
+    cfg = cfg_factory(
+        [
+            "callbacks.model_checkpoint=null",
+            "callbacks.last_checkpoint.every_n_train_steps=2",
+            f"callbacks.last_checkpoint.min_interval_s={min_interval_s}",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=10",
+            "trainer.limit_val_batches=0",
+            "data.batch_size=20",
+        ]
+    )
+    built = build(cfg)
+    steps: list[int] = []
+    save = built.trainer.save_checkpoint
+
+    def spy(*args, **kwargs):
+        steps.append(built.trainer.global_step)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(built.trainer, "save_checkpoint", spy)
+    built.trainer.fit(built.module, datamodule=built.datamodule)
+    assert steps == saved
+    assert Path(cfg.paths.output_dir, "checkpoints", "last.ckpt").is_file()

@@ -210,7 +210,8 @@ def test_sigterm_to_rank_zero_then_resume_finishes_in_the_same_run_dir(
     root = tmp_path / "root"
     env = audit_env(tmp_path, root)
     extra = ["trainer=ddp_cpu", "data.batch_size=20", "trainer.max_epochs=3",
-             "callbacks.last_checkpoint.every_n_train_steps=1"]  # fmt: skip
+             "callbacks.last_checkpoint.every_n_train_steps=1",
+             "callbacks.last_checkpoint.min_interval_s=0"]  # fmt: skip
     proc = subprocess.Popen(
         command(tiny_data, root, *extra), env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,

@@ -26,7 +26,7 @@ def base(tiny_data: Path, root: Path) -> list[str]:
         f"data.data_dir={tiny_data}", "data.val_size=100", "data.download=false",
         "callbacks.progress_bar=null", "++trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", "extras.print_config=false",
-        "callbacks.last_checkpoint.every_n_train_steps=1", f"paths.root_dir={root}",
+        "callbacks.last_checkpoint.every_n_train_steps=1", "callbacks.last_checkpoint.min_interval_s=0", f"paths.root_dir={root}",
     ]  # fmt: skip
 
 

@@ -115,7 +115,7 @@ def test_time_limit_signal_requeues_and_the_requeued_job_resumes(
         "data.download=false", "callbacks.progress_bar=null", "extras.print_config=false",
         "++trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "data.batch_size=20", "trainer.max_epochs=3", "model=mlp",
-        "callbacks.last_checkpoint.every_n_train_steps=1", f"paths.root_dir={tmp_path}",
+        "callbacks.last_checkpoint.every_n_train_steps=1", "callbacks.last_checkpoint.min_interval_s=0", f"paths.root_dir={tmp_path}",
     ]  # fmt: skip
     run_dir = tmp_path / "logs" / "fit" / "slurm-4242"  # named after the job: found again
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

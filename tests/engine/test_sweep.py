@@ -88,7 +88,7 @@ def test_interrupted_sweep_restarts_without_running_finished_trials(
         "hparams_search.study_name=tiny", "model=mlp", "trainer.max_epochs=3",
         "data.batch_size=20", f"data.data_dir={tiny_data}", "data.val_size=100",
         "callbacks.progress_bar=null", "++trainer.enable_progress_bar=false",
-        "callbacks.last_checkpoint.every_n_train_steps=1", f"paths.root_dir={tmp_path}",
+        "callbacks.last_checkpoint.every_n_train_steps=1", "callbacks.last_checkpoint.min_interval_s=0", f"paths.root_dir={tmp_path}",
     ]  # fmt: skip
     sweep = tmp_path / "logs" / "sweeps" / "tiny"
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
