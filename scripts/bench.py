@@ -119,6 +119,31 @@ def hook_profile(overrides: list[str], steps: int, warmup: int, tmp: Path, top: 
     return sorted(rows, key=lambda row: -row[1])[:top]
 
 
+def python_calls_per_step(overrides: list[str], tmp: Path) -> dict[str, float]:
+    """Python function calls per training step of each loop, counted by cProfile: a measure of
+    host work that machine noise cannot move. Two run lengths each; their difference leaves
+    out what a run does once (set-up, the first log's imports)."""
+    import cProfile
+    import pstats
+
+    def calls(kind: str, steps: int) -> int:
+        built = make(overrides, steps, 0, tmp)
+        profile = cProfile.Profile()
+        profile.enable()
+        if kind == "hand":
+            hand_loop(built, steps, 0)
+        else:
+            built.trainer.fit(built.module, datamodule=built.datamodule)
+        profile.disable()
+        return pstats.Stats(profile).total_calls
+
+    short, long = 100, 300  # both cross the same share of log steps (every 50)
+    return {
+        kind: round((calls(kind, long) - calls(kind, short)) / (long - short), 1)
+        for kind in ("hand", "template")
+    }
+
+
 def cpu_kind(info: dict) -> str:
     """avx512_bf16 or avx2, and the oneDNN ISA cap when ONEDNN_MAX_CPU_ISA sets one."""
     import os
@@ -259,6 +284,14 @@ def startup_pairs(
 
 
 def main() -> int:
+    threads = torch.get_num_threads()
+    try:
+        return run()
+    finally:
+        torch.set_num_threads(threads)  # --proxy sets one thread; a caller's process keeps its own
+
+
+def run() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=15, help="untimed steps first")
@@ -285,6 +318,9 @@ def main() -> int:
     overrides = [o for o in overrides if o != "--"]
     if args.proxy:  # the user's overrides come after, so they can change the batch
         overrides = [*PROXY, *overrides]
+        # one thread: a GPU host runs the step's Python on one core, and OpenMP workers
+        # spinning beside it made 2-thread timings of a 4 ms step swing by half on 2 cores
+        torch.set_num_threads(1)
         defaults = {"steps": 60, "warmup": 15}  # the parser's: raised unless given
         args.steps = 300 if args.steps == defaults["steps"] else args.steps
         args.warmup = 30 if args.warmup == defaults["warmup"] else args.warmup
@@ -315,7 +351,10 @@ def main() -> int:
                 built = make(overrides, args.steps, args.warmup, Path(tmp))
                 runs["naive_dataloader"].append(naive_dataloader(built, args.steps, args.warmup))
         precision = built.precision if args.repeats else None
-        hooks = hook_profile(overrides, args.steps, args.warmup, Path(tmp)) if args.hooks else None
+        hooks = calls = None
+        if args.hooks:
+            hooks = hook_profile(overrides, args.steps, args.warmup, Path(tmp))
+            calls = python_calls_per_step(overrides, Path(tmp))
 
     ratios = [  # --repeats 0: only the start-up rounds
         t["samples_per_s"] / h["samples_per_s"]
@@ -338,6 +377,8 @@ def main() -> int:
         "startup": startup,
         "cpu_kind": None if info["gpus"] else cpu_kind(info),
         "hook_profile": hooks,
+        "python_calls_per_step": calls,
+        "threads": torch.get_num_threads(),
         "peak_memory_mb": {
             k: max(
                 (m for x in v if (m := x.get("gpu_peak_mem_mb", x.get("cpu_peak_rss_mb")))),
@@ -363,11 +404,19 @@ def markdown(r: dict) -> str:
         f"- date: {r['date']}; command: `{r['command']}`",
         f"- hardware: {hardware.one_line(hw)}"
         + (f" (CPU kind: {r['cpu_kind']})" if r.get("cpu_kind") else ""),
-        f"- precision: {r['precision']}; overrides: {r['overrides'] or 'none (defaults)'}",
+        f"- precision: {r['precision']}; overrides: {r['overrides'] or 'none (defaults)'}; "
+        f"torch threads: {r.get('threads')}",
         f"- {r['repeats']} interleaved repeats of {r['steps']} timed steps after {r['warmup']} warm-up steps",
     ]
     if r["repeats"]:
         lines += throughput_lines(r)
+    if r.get("python_calls_per_step"):
+        calls = r["python_calls_per_step"]
+        lines += [
+            "",
+            f"Python function calls per training step (cProfile, steps 100-300): hand-written "
+            f"{calls['hand']:.0f}, template {calls['template']:.0f}.",
+        ]
     if r.get("hook_profile"):
         lines += [
             "",

@@ -85,6 +85,8 @@ def test_proxy_bench_profiles_each_hook(tiny_data: Path, tmp_path: Path, monkeyp
     assert "run_training_batch" in names
     assert any(name.startswith("[Callback]") for name in names)
     assert all(us > 0 for _, us in result["hook_profile"])
+    calls = result["python_calls_per_step"]
+    assert calls["template"] > calls["hand"] > 0
     assert "µs per step" in written.with_suffix(".md").read_text()
 
 
