@@ -129,3 +129,81 @@ def test_the_check_imports_neither_torch_nor_lightning() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def config_targets() -> list[str]:
+    root = Path(__file__).resolve().parents[2] / "configs"
+    found = {
+        line.split("_target_:", 1)[1].split("#")[0].strip()
+        for path in root.rglob("*.yaml")
+        for line in path.read_text().splitlines()
+        if "_target_:" in line
+    }
+    return sorted(found)
+
+
+def read_all(targets: list[str]) -> dict:
+    from lightspeed import signatures
+
+    signatures._parse.cache_clear()
+    read_signature.cache_clear()
+    return {t: read_signature(t) for t in targets}
+
+
+def fresh_cache(monkeypatch) -> None:
+    """A new process's view: nothing in memory, the cache file (if any) read on first use."""
+    from lightspeed import signatures
+
+    monkeypatch.setattr(signatures, "_SKELETONS", signatures._SkeletonCache())
+
+
+def test_cached_skeletons_read_the_same_signatures_as_the_full_sources(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Every _target_ in configs/: read from the full parse, from skeletons parsed now, and
+    from skeletons a later run reads back from the cache file: the same signatures."""
+    from lightspeed import signatures
+
+    monkeypatch.setenv("LIGHTSPEED_CACHE_DIR", str(tmp_path))
+    targets = config_targets()
+    assert len(targets) > 20
+    with monkeypatch.context() as m:
+        m.setattr(signatures, "_skeleton", lambda tree: tree)
+        fresh_cache(m)
+        full = read_all(targets)
+    fresh_cache(monkeypatch)
+    parsed = read_all(targets)
+    signatures._SKELETONS.save()
+    (cache,) = tmp_path.glob("signature_skeletons-*.json")
+    fresh_cache(monkeypatch)
+    reads: list[str] = []
+    monkeypatch.setattr(Path, "read_text", spy_read_text(reads))
+    cached = read_all(targets)
+    assert full == parsed == cached
+    assert sum(s is not None and bool(s.params) for s in full.values()) > 20
+    assert reads == [str(cache)]  # no source file was read: every skeleton came from the cache
+    read_all([])  # leave no cached parse of this test behind
+
+
+def spy_read_text(reads: list[str]):
+    original = Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        reads.append(str(self))
+        return original(self, *args, **kwargs)
+
+    return read_text
+
+
+def test_an_edited_source_is_read_again(user_package: str, tmp_path: Path, monkeypatch) -> None:
+    from lightspeed import signatures
+
+    monkeypatch.setenv("LIGHTSPEED_CACHE_DIR", str(tmp_path / "cache"))
+    fresh_cache(monkeypatch)
+    assert "depth" not in read_all(["userpkg.nets.Loose"])["userpkg.nets.Loose"].params
+    signatures._SKELETONS.save()
+    nets = tmp_path / "userpkg" / "nets.py"
+    nets.write_text(nets.read_text().replace("width: int = 1,", "width: int = 1, depth: int = 2,"))
+    fresh_cache(monkeypatch)
+    assert "depth" in read_all(["userpkg.nets.Loose"])["userpkg.nets.Loose"].params
+    read_all([])
