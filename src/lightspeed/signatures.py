@@ -176,10 +176,11 @@ class _SkeletonCache:
     written at exit when something was added. A cache that cannot be read or written is
     left alone: the files are parsed."""
 
-    VERSION = 1
+    VERSION = 2
 
     def __init__(self) -> None:
         self._entries: dict[str, list] | None = None
+        self._file: Path | None = None  # where the entries came from, and go back to
         self._dirty = False
 
     @staticmethod
@@ -192,8 +193,9 @@ class _SkeletonCache:
 
     def _load(self) -> dict[str, list]:
         if self._entries is None:
+            self._file = self.path()
             try:
-                entries = json.loads(self.path().read_text(encoding="utf-8"))
+                entries = json.loads(self._file.read_text(encoding="utf-8"))
                 self._entries = entries if isinstance(entries, dict) else {}
             except (OSError, ValueError):
                 self._entries = {}
@@ -212,7 +214,8 @@ class _SkeletonCache:
             atexit.register(self.save)
 
     def save(self) -> None:
-        target = self.path()
+        self._load()
+        target = self._file or self.path()
         tmp = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
