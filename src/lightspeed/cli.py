@@ -13,6 +13,7 @@ the full traceback instead.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any, NoReturn
@@ -33,6 +34,23 @@ def _exit_user_error(e: UserError) -> NoReturn:
     sys.exit(EXIT_USER_ERROR)
 
 
+def _runtime() -> tuple[Any, Any]:
+    """The session's ``objective_value`` and ``run_task``, imported with torch and Lightning.
+
+    Those imports make objects that live as long as the process. The cyclic collector is off
+    while they load and then leaves them out (``gc.freeze``): its full passes over them took
+    about 1 s of every start on a 2-core CPU (``python scripts/bench.py --startup 5``: the
+    first step came 0.9 s after a bare ``import torch, lightning``, now at the same time).
+    """
+    gc.disable()
+    try:
+        from lightspeed.session import objective_value, run_task
+    finally:
+        gc.freeze()
+        gc.enable()
+    return objective_value, run_task
+
+
 def _job(cfg: Any, plan: Plan | None) -> float | None:
     """The Hydra job: carry out the plan; a job nothing planned (a multirun's) checks first."""
     from lightspeed import console
@@ -46,8 +64,7 @@ def _job(cfg: Any, plan: Plan | None) -> float | None:
         if (cfg.get("cv") or {}).get("folds"):
             return _cv_job(cfg)
         distributed.prepare_job(cfg)  # a multirun or requeued job on several processes
-        from lightspeed.session import objective_value, run_task
-
+        objective_value, run_task = _runtime()
         console.quiet()  # after Lightning's import, which adds its own handlers
         start = plan.start if plan is not None else None
         summary = run_task(cfg, start, planned=plan is not None)

@@ -87,3 +87,17 @@ def test_group_options_and_keys_are_checked_from_configs_and_schema() -> None:
     with pytest.raises(plan.ConfigError, match=r"^model.optimizer.momentum=0.9, model.optimizer."
                                                r"dampening=0.1: torch.optim.SGD refuses them"):  # fmt: skip
         check_optimization(refused)
+
+
+def test_runtime_import_leaves_the_collector_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job loads torch and Lightning with the collector off, then turns it back on, also
+    when the import fails."""
+    import gc
+    import sys
+
+    objective_value, run_task = cli._runtime()
+    assert callable(run_task) and callable(objective_value) and gc.isenabled()
+    monkeypatch.setitem(sys.modules, "lightspeed.session", None)  # the import now fails
+    with pytest.raises(ImportError):
+        cli._runtime()
+    assert gc.isenabled()
