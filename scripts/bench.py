@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from measure import (
     RESULTS,
     build_run,
+    cpu_kind,
     result_header,
     run_cli,
     speed_monitor,
@@ -142,15 +143,6 @@ def python_calls_per_step(overrides: list[str], tmp: Path) -> dict[str, float]:
         kind: round((calls(kind, long) - calls(kind, short)) / (long - short), 1)
         for kind in ("hand", "template")
     }
-
-
-def cpu_kind(info: dict) -> str:
-    """avx512_bf16 or avx2, and the oneDNN ISA cap when ONEDNN_MAX_CPU_ISA sets one."""
-    import os
-
-    kind = "avx512_bf16" if info.get("cpu_bf16") else "avx2"
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    return f"{kind}_isa_{isa.lower()}" if isa else kind
 
 
 def template_loop(built, steps: int, warmup: int) -> dict:

@@ -6,7 +6,7 @@ best validation accuracy and the peak RSS; with ``--baseline`` another checkout 
 earlier revision: `git worktree add /tmp/base <rev>`) runs in the same rounds, alternating,
 so machine noise hits both alike. Writes JSON + markdown with a hardware header to
 benchmarks/results/: bench_fit_<cpu kind>_<date>.{json,md}, or with --record the committed
-bench_fit_<cpu kind>.{json,md} (cpu kind: avx512_bf16 or avx2).
+bench_fit_<cpu kind>.{json,md} (cpu kind: avx512_bf16 or avx2, with `_isa_<cap>` under ONEDNN_MAX_CPU_ISA).
 
     python scripts/bench_fit.py                          # 3 default runs, ~3 min on 2 cores
     python scripts/bench_fit.py --runs 5 --baseline /tmp/base
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from measure import RESULTS, result_header, run_cli, summarise, write_results
+from measure import RESULTS, cpu_kind, result_header, run_cli, summarise, write_results
 
 from lightspeed import hardware
 
@@ -63,7 +63,7 @@ def main() -> int:
                     f"peak {summary.get('cpu_peak_rss_mb', 0):.0f} MiB",
                     flush=True,
                 )
-    kind = "avx512_bf16" if info.get("cpu_bf16") else "avx2"
+    kind = cpu_kind(info)
     result = {
         **result_header("time to accuracy of the default run, whole process", info),
         "cpu_kind": kind,

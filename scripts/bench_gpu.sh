@@ -2,7 +2,8 @@
 # GPU checks and benchmark of the template on one GPU, as one script that fits a short device
 # lease (<= 8 minutes on one H100 by default, no network there). Steps, each a fresh process:
 #   tests         tests/engine/test_gpu.py (make test-gpu): the GPU roads, before anything is timed
-#   bench         scripts/bench.py -- trainer=gpu: template vs hand-written loop (3 repeats)
+#   bench         scripts/bench.py --hooks -- trainer=gpu: template vs hand-written loop (5
+#                 interleaved repeats), host time per hook, Python calls per step, start-up pairs
 #   fit_default   the default fit on the GPU (trainer=gpu; data on the host, precision=auto)
 #   fit_gpu_data  the data set held on the GPU (data=fashion_mnist_gpu trainer=gpu)
 #   fp16          as fit_gpu_data, trainer.precision=16-mixed (GradScaler)
@@ -124,7 +125,7 @@ if ((!DRY && !LIST)) && [[ ! -x $CLI ]]; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
         echo "== note: 'pip install -e .' failed here; bench.py runs without start-up pairs"
 fi
-STARTUP=0
+STARTUP=1  # the dry run too: its report then reads the same start-up keys
 ((!DRY)) && [[ -x $CLI ]] && STARTUP=2
 
 # --- the data: on the device it travels in data/ (no network, no system copy) --------------
@@ -212,9 +213,9 @@ fit_step() {  # fit_step NAME CAP_S DESCRIPTION OVERRIDE...
 
 # --- the steps -------------------------------------------------------------------------------
 if ((DRY)); then
-    BENCH_ARGS=(--steps 2 --warmup 1 --repeats 1 --startup 0)
+    BENCH_ARGS=(--steps 2 --warmup 1 --repeats 1 --startup "$STARTUP" --hooks)
 else
-    BENCH_ARGS=(--repeats 3 --startup "$STARTUP")
+    BENCH_ARGS=(--repeats 5 --startup "$STARTUP" --hooks)
 fi
 run_step tests 120 "tests/engine/test_gpu.py (make test-gpu)" -- \
     env LIGHTSPEED_TEST_GPU=1 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu -rfEs \

@@ -185,9 +185,20 @@ def markdown(r: dict) -> str:
         if b.get("startup"):
             st = b["startup"]
             lines.append(
-                f"Process start → first step: `lightspeed` {st['cli_first_step_s']['median']} s vs "
-                f"`import torch, lightning` {st['import_torch_lightning_s']['median']} s."
+                f"Process start → first step: `lightspeed` {st['lightspeed']['first_step_s']['median']}"
+                f" s, {st['lightspeed']['gap_s']['median']:+} s over `import torch, lightning` "
+                f"({st['import_torch_lightning_s']['median']} s), medians of "
+                f"{len(st['import_torch_lightning_s']['runs'])} rounds."
             )
+        if b.get("python_calls_per_step"):
+            calls = b["python_calls_per_step"]
+            lines.append(
+                f"Python calls per training step: hand-written {calls['hand']:.0f}, "
+                f"template {calls['template']:.0f}."
+            )
+        if b.get("hook_profile"):
+            lines += ["", "| host time per step, by action | µs |", "|---|---|"]
+            lines += [f"| `{name}` | {us:.1f} |" for name, us in b["hook_profile"]]
     failed = [s for s in r["steps"] if s["status"] != "ok"]
     for s in failed:
         lines += ["", f"## {s['name']}: {s['status']}", "", f"`{s['command']}`", ""]

@@ -138,3 +138,12 @@ def write_results(result: dict, markdown: str, stem: str, record: bool, out_dir:
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out_dir / f"{name}.md").write_text(markdown)
     return out_dir / name
+
+
+def cpu_kind(info: dict) -> str:
+    """avx512_bf16 or avx2, and the oneDNN ISA cap when ONEDNN_MAX_CPU_ISA sets one."""
+    import os
+
+    kind = "avx512_bf16" if info.get("cpu_bf16") else "avx2"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{kind}_isa_{isa.lower()}" if isa else kind

@@ -158,6 +158,10 @@ def test_dry_run_reports_every_step(tiny_data: Path, tmp_path: Path) -> None:
             assert isinstance(figures[key], int | float) and figures[key] >= 0, (step["name"], key)
         assert figures["precision"] in ("32-true", "bf16-mixed"), step["name"]
     assert report["bench"]["ratio_template_over_hand"]["median"] > 0
+    # what a GPU run reports beside the ratio: the same keys, read here first
+    markdown = (results / "bench_gpu.md").read_text()
+    assert "Process start → first step" in markdown and "Python calls per training step" in markdown
+    assert "| host time per step, by action | µs |" in markdown
     markdown = (results / "bench_gpu.md").read_text()
     for name in STEPS:
         assert f"| {name} |" in markdown
