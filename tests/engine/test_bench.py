@@ -115,3 +115,30 @@ def test_startup_and_time_to_accuracy_beside_a_baseline(
         (run,) = result["runs"][name]
         assert run["process_s"] > run["train_time_s"] > 0 and 0 <= run["test_acc"] <= 1
     assert "| baseline" in written.with_suffix(".md").read_text()
+
+
+def test_import_chain_attributes_each_module_to_the_statement_that_loaded_it() -> None:
+    chain = load_script("import_chain")
+    importtime = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:       100 |        100 | encodings",  # the interpreter's own start
+            "import time:      2000 |       2000 |   numpy",
+            "import time:     50000 |      52000 | torch",
+            "import time:    300000 |     300000 |       transformers",
+            "import time:      1000 |     301000 |     torchmetrics",
+            "import time:      4000 |     305000 | lightning",
+            "import time:       500 |        500 |   hydra",
+            "import time:       700 |       1200 | lightspeed",
+            "import time:       300 |        300 | lightspeed.cli",
+        ]
+    )
+    per = chain.attribute(importtime)
+    assert dict(per["torch"]) == {"numpy": 0.002, "torch": 0.05}
+    assert dict(per["lightning"]) == {
+        "transformers": 0.3,
+        "torchmetrics": 0.001,
+        "lightning": 0.004,
+    }
+    assert dict(per["this project"]) == {"hydra": 0.0005, "lightspeed": 0.001}
+    assert dict(per[chain.START]) == {"encodings": 0.0001}
