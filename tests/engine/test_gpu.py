@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from test_perf import SyncCounter
@@ -117,6 +119,57 @@ def test_no_host_sync_between_log_steps_on_gpu(cfg_factory, data: str) -> None:
     assert len(counter.per_step) == 12
     quiet = {s: c for s, c in counter.per_step.items() if (s + 1) % log_every != 0 and c}
     assert not quiet, f"host syncs in training steps: {quiet}"
+
+
+class CudaSyncWarnings(L.Callback):
+    """CUDA's own count of host syncs per training step (``torch.cuda.set_sync_debug_mode``):
+    it sees the syncs inside torch's C++ ops (``nonzero``, ``bincount``, a blocking copy)
+    that the Python-level SyncCounter cannot."""
+
+    def __init__(self) -> None:
+        self.per_step: dict[int, list[str]] = {}
+        self._catcher: warnings.catch_warnings | None = None
+        self._caught: list | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._catcher = warnings.catch_warnings(record=True)
+        self._caught = self._catcher.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        torch.cuda.set_sync_debug_mode("default")
+        self._catcher.__exit__(None, None, None)
+        syncs = [str(w.message).splitlines()[0] for w in self._caught]
+        self.per_step[trainer.global_step - 1] = [m for m in syncs if "synchroniz" in m]
+
+    def on_exception(self, trainer, pl_module, exception):
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("data", ["fashion_mnist", "fashion_mnist_gpu"])
+def test_no_cuda_sync_between_log_steps(cfg_factory, data: str) -> None:
+    """The same run as above, counted by CUDA itself: a step off the log interval that makes
+    the host wait for the GPU serialises host and GPU work (the template's step then costs
+    the host time plus the GPU time instead of the larger of the two)."""
+    log_every = 5
+    cfg = cfg_factory(
+        [
+            *GPU,
+            f"data={data}",
+            "trainer.max_steps=12",
+            "trainer.limit_val_batches=0",
+            f"trainer.log_every_n_steps={log_every}",
+            "callbacks.model_checkpoint=null",
+        ]
+    )
+    built = build(cfg)
+    counter = CudaSyncWarnings()
+    built.trainer.callbacks.append(counter)
+    built.trainer.fit(built.module, datamodule=built.datamodule)
+    assert len(counter.per_step) == 12
+    quiet = {s: c for s, c in counter.per_step.items() if (s + 1) % log_every != 0 and c}
+    assert not quiet, f"CUDA host syncs in training steps: {quiet}"
 
 
 def test_nan_on_gpu_stops_in_one_line_and_saves_no_bad_weights(cfg_factory) -> None:
