@@ -98,26 +98,33 @@ def test_gpu_fit_variants_train_and_save_plain_finite_weights(cfg_factory, overr
     assert 0.0 <= fit["metrics"]["test/acc"] <= 1.0
 
 
-@pytest.mark.parametrize("data", ["fashion_mnist", "fashion_mnist_gpu"])
-def test_no_host_sync_between_log_steps_on_gpu(cfg_factory, data: str) -> None:
-    """With the defaults (NaN flag read every 50 steps), steps off the log interval never sync."""
-    log_every = 5
+LOG_EVERY = 5
+
+
+def syncs_off_the_log_steps(cfg_factory, data: str, counter: L.Callback) -> dict:
+    """12 GPU steps logging every 5, counted by ``counter`` (its ``per_step``): the steps off
+    the log interval that synced, and what they called."""
     cfg = cfg_factory(
         [
             *GPU,
             f"data={data}",
             "trainer.max_steps=12",
             "trainer.limit_val_batches=0",
-            f"trainer.log_every_n_steps={log_every}",
+            f"trainer.log_every_n_steps={LOG_EVERY}",
             "callbacks.model_checkpoint=null",
         ]
     )
     built = build(cfg)
-    counter = SyncCounter(log_every)
     built.trainer.callbacks.append(counter)
     built.trainer.fit(built.module, datamodule=built.datamodule)
     assert len(counter.per_step) == 12
-    quiet = {s: c for s, c in counter.per_step.items() if (s + 1) % log_every != 0 and c}
+    return {s: c for s, c in counter.per_step.items() if (s + 1) % LOG_EVERY != 0 and c}
+
+
+@pytest.mark.parametrize("data", ["fashion_mnist", "fashion_mnist_gpu"])
+def test_no_host_sync_between_log_steps_on_gpu(cfg_factory, data: str) -> None:
+    """With the defaults (NaN flag read every 50 steps), steps off the log interval never sync."""
+    quiet = syncs_off_the_log_steps(cfg_factory, data, SyncCounter(LOG_EVERY))
     assert not quiet, f"host syncs in training steps: {quiet}"
 
 
@@ -149,26 +156,10 @@ class CudaSyncWarnings(L.Callback):
 
 @pytest.mark.parametrize("data", ["fashion_mnist", "fashion_mnist_gpu"])
 def test_no_cuda_sync_between_log_steps(cfg_factory, data: str) -> None:
-    """The same run as above, counted by CUDA itself: a step off the log interval that makes
-    the host wait for the GPU serialises host and GPU work (the template's step then costs
-    the host time plus the GPU time instead of the larger of the two)."""
-    log_every = 5
-    cfg = cfg_factory(
-        [
-            *GPU,
-            f"data={data}",
-            "trainer.max_steps=12",
-            "trainer.limit_val_batches=0",
-            f"trainer.log_every_n_steps={log_every}",
-            "callbacks.model_checkpoint=null",
-        ]
-    )
-    built = build(cfg)
-    counter = CudaSyncWarnings()
-    built.trainer.callbacks.append(counter)
-    built.trainer.fit(built.module, datamodule=built.datamodule)
-    assert len(counter.per_step) == 12
-    quiet = {s: c for s, c in counter.per_step.items() if (s + 1) % log_every != 0 and c}
+    """The same run, counted by CUDA itself: a step off the log interval that makes the host
+    wait for the GPU serialises host and GPU work (the template's step then costs the host
+    time plus the GPU time instead of the larger of the two)."""
+    quiet = syncs_off_the_log_steps(cfg_factory, data, CudaSyncWarnings())
     assert not quiet, f"CUDA host syncs in training steps: {quiet}"
 
 
