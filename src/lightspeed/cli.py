@@ -133,7 +133,71 @@ def main(argv: list[str] | None = None) -> None:
         return _job(cfg, plan)
 
     sys.argv = [sys.argv[0], *argv]
-    hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(job)()
+    if plan is None or not _hydra_run(job, argv):
+        hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(job)()
+
+
+def _hydra_run(job: Any, overrides: list[str]) -> bool:
+    """What ``hydra.main`` does for a plain run, with the config composed once; False when the
+    config asks for a multirun (``hydra.mode: MULTIRUN``), which ``hydra.main`` then runs.
+
+    ``hydra.main`` composes a config twice before a run: first in multirun mode, only to read
+    ``hydra.mode``, then for the run. Each compose takes 0.2-0.3 s on a 2-core CPU, a quarter
+    of the start-up this project adds to ``import torch, lightning`` (docs/performance.md). A
+    planned run (no ``--`` flags) reads its mode from the run's own compose here. The steps
+    are Hydra's (its ``Hydra.run`` with the composed config); where this Hydra lacks one of
+    them, ``hydra.main`` runs the job as before.
+    """
+    try:
+        from hydra import version
+        from hydra._internal.callbacks import Callbacks
+        from hydra._internal.hydra import Hydra
+        from hydra._internal.utils import (
+            create_automatic_config_search_path,
+            detect_calling_file_or_module_from_task_function,
+            detect_task_name,
+            run_and_report,
+        )
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.utils import run_job
+        from hydra.types import HydraContext, RunMode
+    except ImportError:
+        return False
+    version.setbase("1.3")
+    caller = detect_calling_file_or_module_from_task_function(job)
+    search_path = create_automatic_config_search_path(*caller, str(config_dir()))
+    app = run_and_report(
+        lambda: Hydra.create_main_hydra2(
+            task_name=detect_task_name(*caller), config_search_path=search_path
+        )
+    )
+    try:
+        cfg = run_and_report(
+            lambda: app.compose_config(
+                "train", overrides, run_mode=RunMode.RUN, with_log_configuration=True
+            )
+        )
+        if cfg.hydra.mode not in (None, RunMode.RUN):
+            return False
+        if cfg.hydra.mode is None:  # as hydra.main records it
+            cfg.hydra.mode = RunMode.RUN
+            cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
+        callbacks = Callbacks(cfg)
+        callbacks.on_run_start(config=cfg, config_name="train")
+        context = HydraContext(config_loader=app.config_loader, callbacks=callbacks)
+        ret = run_job(
+            hydra_context=context,
+            task_function=job,
+            config=cfg,
+            job_dir_key="hydra.run.dir",
+            job_subdir_key=None,
+            configure_logging=True,
+        )
+        callbacks.on_run_end(config=cfg, config_name="train", job_return=ret)
+        run_and_report(lambda: ret.return_value)  # the job's exception, reported as Hydra does
+    finally:
+        GlobalHydra.instance().clear()
+    return True
 
 
 if __name__ == "__main__":

@@ -101,3 +101,52 @@ def test_runtime_import_leaves_the_collector_on(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ImportError):
         cli._runtime()
     assert gc.isenabled()
+
+
+def hydra_files(run_dir: Path) -> dict:
+    """The run files Hydra writes (``.hydra/``), the run dir's path made neutral."""
+    import yaml
+
+    files = ("config.yaml", "hydra.yaml", "overrides.yaml")
+    text = {f: (run_dir / ".hydra" / f).read_text().replace(str(run_dir), "X") for f in files}
+    return {f: yaml.safe_load(t) for f, t in text.items()}
+
+
+def test_a_planned_run_is_composed_once_by_hydra_with_the_files_hydra_main_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hydra.main composes a run's config twice (first only to read ``hydra.mode``); the
+    planned run is composed once there, and Hydra writes the same run files and runs the job in
+    the same mode. A config that asks for a multirun is run by hydra.main as before."""
+    from hydra._internal.hydra import Hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    composed: Counter = Counter()
+    compose_config = Hydra.compose_config
+
+    def counting(self, *args, **kwargs):
+        composed[kwargs.get("run_mode")] += 1
+        return compose_config(self, *args, **kwargs)
+
+    monkeypatch.setattr(Hydra, "compose_config", counting)
+    modes: list = []
+    monkeypatch.setattr(cli, "_job", lambda cfg, plan: modes.append(HydraConfig.get().mode))
+    argv = [f"paths.log_dir={tmp_path / 'logs'}", "model=mlp", "trainer.max_epochs=2"]
+
+    run([*argv, f"hydra.run.dir={tmp_path / 'planned'}"])
+    assert composed == Counter({RunMode.RUN: 2}), composed  # the plan's, and the run's
+    composed.clear()
+    with monkeypatch.context() as m:  # the same run through hydra.main
+        m.setattr(cli, "_hydra_run", lambda job, overrides: False)
+        run([*argv, f"hydra.run.dir={tmp_path / 'main'}"])
+    assert composed == Counter({RunMode.RUN: 2, RunMode.MULTIRUN: 1}), composed
+    assert modes == [RunMode.RUN, RunMode.RUN]
+    planned = hydra_files(tmp_path / "planned")
+    assert planned == hydra_files(tmp_path / "main")
+    assert planned["hydra.yaml"]["hydra"]["overrides"]["hydra"][-1] == "hydra.mode=RUN"
+
+    modes.clear()
+    run([*argv, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path / 'multirun'}"])
+    assert modes == [RunMode.MULTIRUN]
+    assert (tmp_path / "multirun" / "0" / ".hydra" / "config.yaml").is_file()
