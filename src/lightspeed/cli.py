@@ -133,20 +133,20 @@ def main(argv: list[str] | None = None) -> None:
         return _job(cfg, plan)
 
     sys.argv = [sys.argv[0], *argv]
-    if plan is None or not _hydra_run(job, argv):
+    if plan is None or plan.composed is None or not _hydra_run(job, plan.composed):
         hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(job)()
 
 
-def _hydra_run(job: Any, overrides: list[str]) -> bool:
-    """What ``hydra.main`` does for a plain run, with the config composed once; False when the
-    config asks for a multirun (``hydra.mode: MULTIRUN``), which ``hydra.main`` then runs.
+def _hydra_run(job: Any, composed: Any) -> bool:
+    """What ``hydra.main`` does for a plain run, with the plan's composition (``Plan.composed``);
+    False when the config asks for a multirun (``hydra.mode: MULTIRUN``): ``hydra.main`` runs it.
 
-    ``hydra.main`` composes a config twice before a run: first in multirun mode, only to read
-    ``hydra.mode``, then for the run. Each compose takes 0.2-0.3 s on a 2-core CPU, a quarter
-    of the start-up this project adds to ``import torch, lightning`` (docs/performance.md). A
-    planned run (no ``--`` flags) reads its mode from the run's own compose here. The steps
-    are Hydra's (its ``Hydra.run`` with the composed config); where this Hydra lacks one of
-    them, ``hydra.main`` runs the job as before.
+    ``hydra.main`` composes the config twice before a run: first in multirun mode, only to read
+    ``hydra.mode``, then for the run. The plan has composed the same overrides already, in run
+    mode and with Hydra's node; each compose takes 0.25 s on a 2-core AVX2 CPU, together half
+    of the start-up this project added to ``import torch, lightning`` (docs/performance.md).
+    The steps are Hydra's own (its ``Hydra.run`` with a composed config); where this Hydra
+    lacks one of them, ``hydra.main`` runs the job as before.
     """
     try:
         from hydra import version
@@ -159,9 +159,11 @@ def _hydra_run(job: Any, overrides: list[str]) -> bool:
             run_and_report,
         )
         from hydra.core.global_hydra import GlobalHydra
-        from hydra.core.utils import run_job
+        from hydra.core.utils import configure_log, run_job
         from hydra.types import HydraContext, RunMode
     except ImportError:
+        return False
+    if composed.hydra.mode not in (None, RunMode.RUN):
         return False
     version.setbase("1.3")
     caller = detect_calling_file_or_module_from_task_function(job)
@@ -172,13 +174,8 @@ def _hydra_run(job: Any, overrides: list[str]) -> bool:
         )
     )
     try:
-        cfg = run_and_report(
-            lambda: app.compose_config(
-                "train", overrides, run_mode=RunMode.RUN, with_log_configuration=True
-            )
-        )
-        if cfg.hydra.mode not in (None, RunMode.RUN):
-            return False
+        cfg = composed
+        configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)  # as Hydra's compose does
         if cfg.hydra.mode is None:  # as hydra.main records it
             cfg.hydra.mode = RunMode.RUN
             cfg.hydra.overrides.hydra.append("hydra.mode=RUN")

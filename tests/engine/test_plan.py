@@ -112,12 +112,13 @@ def hydra_files(run_dir: Path) -> dict:
     return {f: yaml.safe_load(t) for f, t in text.items()}
 
 
-def test_a_planned_run_is_composed_once_by_hydra_with_the_files_hydra_main_writes(
+def test_a_planned_run_is_composed_once_with_the_files_hydra_main_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """hydra.main composes a run's config twice (first only to read ``hydra.mode``); the
-    planned run is composed once there, and Hydra writes the same run files and runs the job in
-    the same mode. A config that asks for a multirun is run by hydra.main as before."""
+    """hydra.main composes a run's config twice (first only to read ``hydra.mode``) after the
+    plan's compose; a planned run is composed once in all, and Hydra writes the same run files
+    and runs the job in the same mode. A config that asks for a multirun is run by hydra.main
+    as before."""
     from hydra._internal.hydra import Hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -135,7 +136,7 @@ def test_a_planned_run_is_composed_once_by_hydra_with_the_files_hydra_main_write
     argv = [f"paths.log_dir={tmp_path / 'logs'}", "model=mlp", "trainer.max_epochs=2"]
 
     run([*argv, f"hydra.run.dir={tmp_path / 'planned'}"])
-    assert composed == Counter({RunMode.RUN: 2}), composed  # the plan's, and the run's
+    assert composed == Counter({RunMode.RUN: 1}), composed  # the plan's, handed to the run
     composed.clear()
     with monkeypatch.context() as m:  # the same run through hydra.main
         m.setattr(cli, "_hydra_run", lambda job, overrides: False)
