@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,40 @@ def test_loader_rules_import_no_torch() -> None:
         "check_loader_settings(num_workers=1); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_pixel_stats_are_exact_over_chunks_counted_side_by_side(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The histogram's mean/std equal numpy's over all the pixels, however many chunks are
+    counted at once; no more chunks are read ahead than are counted."""
+    from lightspeed.data.stats import pixel_stats
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    counted: list[int] = []
+    bincount = torch.bincount
+
+    def counting(*args, **kwargs):
+        out = bincount(*args, **kwargs)
+        counted.append(1)
+        return out
+
+    monkeypatch.setattr(torch, "bincount", counting)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(1000, 7, 5), dtype=np.uint8)
+    read: list[int] = []
+
+    def chunks():
+        for i in range(0, len(images), 97):  # uneven: the last chunk is short
+            assert len(read) - len(counted) <= threads  # chunks held: at most one per thread
+            read.append(i)
+            yield images[i : i + 97]
+
+    mean, std = pixel_stats(chunks())
+    pixels = images.astype(np.float64) / 255
+    assert mean == pytest.approx(pixels.mean(), abs=1e-12)
+    assert std == pytest.approx(pixels.std(ddof=1), abs=1e-12)
+    assert len(read) == len(counted) == 11
+    with pytest.raises(DataError, match="no training images"):
+        pixel_stats(iter([]))
