@@ -64,6 +64,7 @@ def test_fashion_gpu_recipe_composes() -> None:
     assert cfg.trainer.precision == "bf16-mixed" and cfg.data.batch_size == 512
     assert list(cfg.model.net.widths) == [64, 128, 256]
     assert cfg.model.net._target_ == "myproject.nets.SmallCNN"
+    assert cfg.model.tta == "flip" and cfg.data.flip  # TTA only for a flip-trained net
 
 
 def test_gpu_steps_compose(tmp_path: Path) -> None:
