@@ -139,7 +139,7 @@ def test_a_planned_run_is_composed_once_with_the_files_hydra_main_writes(
     assert composed == Counter({RunMode.RUN: 1}), composed  # the plan's, handed to the run
     composed.clear()
     with monkeypatch.context() as m:  # the same run through hydra.main
-        m.setattr(cli, "_hydra_run", lambda job, overrides: False)
+        m.setattr(cli, "_hydra_run", lambda job, composed: False)
         run([*argv, f"hydra.run.dir={tmp_path / 'main'}"])
     assert composed == Counter({RunMode.RUN: 2, RunMode.MULTIRUN: 1}), composed
     assert modes == [RunMode.RUN, RunMode.RUN]
