@@ -3,6 +3,7 @@ their checkpoint's data once; the job carries the plan out."""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -151,3 +152,9 @@ def test_a_planned_run_is_composed_once_with_the_files_hydra_main_writes(
     run([*argv, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path / 'multirun'}"])
     assert modes == [RunMode.MULTIRUN]
     assert (tmp_path / "multirun" / "0" / ".hydra" / "config.yaml").is_file()
+
+    composed.clear()  # a Hydra without one of the internal steps: hydra.main runs the job
+    monkeypatch.setitem(sys.modules, "hydra._internal.callbacks", None)
+    run([*argv, f"hydra.run.dir={tmp_path / 'fallback'}"])
+    assert composed == Counter({RunMode.RUN: 2, RunMode.MULTIRUN: 1}), composed
+    assert hydra_files(tmp_path / "fallback") == planned

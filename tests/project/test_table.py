@@ -61,9 +61,12 @@ def test_fit_predict_export_on_a_table(cfg_factory, table: Path) -> None:
     assert list(rows[0]) == ["sample", "y", "predicted_y"]
     assert len(rows) == predicted["predict_rows"] == 45  # 15% of the 300 complete rows
     assert rows[0]["sample"].startswith("line ")
-    errors = [float(r["predicted_y"]) - float(r["y"]) for r in rows]
-    rmse = float(np.sqrt(np.mean(np.square(errors))))
-    assert predicted["metrics"]["predict/rmse"] == pytest.approx(rmse, rel=1e-4)
+    values = np.array([[float(r["y"]), float(r["predicted_y"])] for r in rows])
+    rmse = float(np.sqrt(np.mean(np.square(values[:, 1] - values[:, 0]))))
+    # the file holds 6 significant digits (each value within 5e-6 of its size): an RMSE from
+    # it is within 1e-5 of the largest value of the one computed before the rounding
+    bound = 1e-5 * float(np.abs(values).max()) + 1e-6
+    assert abs(predicted["metrics"]["predict/rmse"] - rmse) <= bound
 
 
 def test_export_feeds_the_net_rows(cfg_factory, table: Path) -> None:
