@@ -69,9 +69,11 @@ def test_tiny_bench_writes_a_dated_result(tiny_data: Path, tmp_path: Path, monke
     assert result["samples_per_s"]["naive_dataloader"]["median"] > 0
 
 
+@pytest.mark.slow
 def test_proxy_bench_profiles_each_hook(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
     """--proxy runs the default net at batch 32 into bench_proxy_<cpu kind>; --hooks adds the
-    host time per step of the loop's, the module's and each callback's actions."""
+    host time per step of the loop's, the module's and each callback's actions (the call count
+    runs fits of 100 and 300 steps: 27 s on a 2-core AVX2 CPU, so a slow test)."""
     out = tmp_path / "results"
     argv = ["bench.py", "--proxy", "--hooks", "--steps", "6", "--warmup", "2", "--repeats", "1"]
     argv += ["--startup", "0", "--out", str(out), "--", *tiny(tiny_data, tmp_path)]
