@@ -143,7 +143,7 @@ def _hydra_run(job: Any, composed: Any) -> bool:
 
     ``hydra.main`` composes the config twice before a run: first in multirun mode, only to read
     ``hydra.mode``, then for the run. The plan has composed the same overrides already, in run
-    mode and with Hydra's node; each compose takes 0.25 s on a 2-core AVX2 CPU, together half
+    mode and with Hydra's node; each compose takes 0.25 s on a 2-core AVX2 CPU, together a third
     of the start-up this project added to ``import torch, lightning`` (docs/performance.md).
     The steps are Hydra's own (its ``Hydra.run`` with a composed config); where this Hydra
     lacks one of them, ``hydra.main`` runs the job as before.
