@@ -9,6 +9,7 @@
 #   fp16          as fit_gpu_data, trainer.precision=16-mixed (GradScaler)
 #   bf16          as fit_gpu_data, trainer.precision=bf16-mixed
 #   fashion_gpu   the recipe experiment=fashion_gpu (aimed at >= 94% in <= 5 s; unverified)
+#   fashion_gpu_s1, fashion_gpu_s2   the same with seed=1 and seed=2: its aim is a mean of 3 seeds
 #   compile       as fit_gpu_data, perf.compile=true (last: the first step to drop when short)
 # A failed step is recorded (exit status, last lines of its log) and the next one runs; a step
 # gets at most its own cap and what is left of the budget (LIGHTSPEED_BENCH_BUDGET_S, 420 s).
@@ -170,7 +171,7 @@ adapt() {  # prints the step's overrides, one a line, for this mode
 
 now() { date +%s.%N; }
 STEP=0
-TOTAL=8
+TOTAL=10
 RESERVE=20  # seconds kept for the report
 MIN_STEP=20 # a step with less than this left is skipped, not started
 run_step() {  # run_step NAME CAP_S DESCRIPTION -- COMMAND...
@@ -229,6 +230,8 @@ fit_step fit_gpu_data 75 "data held on the GPU" data=fashion_mnist_gpu trainer=g
 fit_step fp16 75 "GPU data, 16-mixed" data=fashion_mnist_gpu trainer=gpu trainer.precision=16-mixed
 fit_step bf16 75 "GPU data, bf16-mixed" data=fashion_mnist_gpu trainer=gpu trainer.precision=bf16-mixed
 fit_step fashion_gpu 90 "experiment=fashion_gpu" experiment=fashion_gpu
+fit_step fashion_gpu_s1 60 "experiment=fashion_gpu, seed 1" experiment=fashion_gpu seed=1
+fit_step fashion_gpu_s2 60 "experiment=fashion_gpu, seed 2" experiment=fashion_gpu seed=2
 fit_step compile 150 "GPU data, perf.compile=true" data=fashion_mnist_gpu trainer=gpu perf.compile=true
 
 # --- the report --------------------------------------------------------------------------------

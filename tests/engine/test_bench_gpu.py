@@ -22,7 +22,18 @@ from lightspeed.plan import compose
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "bench_gpu.sh"
-STEPS = ["tests", "bench", "fit_default", "fit_gpu_data", "fp16", "bf16", "fashion_gpu", "compile"]
+STEPS = [
+    "tests",
+    "bench",
+    "fit_default",
+    "fit_gpu_data",
+    "fp16",
+    "bf16",
+    "fashion_gpu",
+    "fashion_gpu_s1",
+    "fashion_gpu_s2",
+    "compile",
+]
 FIGURES = ("test_acc", "train_time_s", "samples_per_s", "time_to_first_step_s", "peak_memory_mb")
 
 pytestmark = pytest.mark.skipif(
@@ -83,6 +94,11 @@ def test_gpu_steps_compose(tmp_path: Path) -> None:
     assert compose(overrides(steps["fp16"])).trainer.precision == "16-mixed"
     assert compose(overrides(steps["compile"])).perf.compile is True
     assert compose(overrides(steps["fit_gpu_data"])).data.device == "cuda"
+    assert [compose(overrides(steps[f"fashion_gpu{s}"])).seed for s in ("", "_s1", "_s2")] == [
+        42,
+        1,
+        2,
+    ]
     assert not list(tmp_path.iterdir()), "--list runs and writes nothing"
 
 
@@ -130,7 +146,7 @@ def test_failed_and_skipped_steps_are_reported(tmp_path: Path) -> None:
     assert len(report["steps"]) == len(STEPS) and out.returncode == 1
 
 
-@pytest.mark.slow  # eight processes on the CPU, one of them compiling: ~2.5 min on 2 cores
+@pytest.mark.slow  # ten processes on the CPU, one of them compiling: ~3 min on 2 cores
 def test_dry_run_reports_every_step(tiny_data: Path, tmp_path: Path) -> None:
     results = tmp_path / "results"
     committed = {p: p.stat().st_mtime for p in (REPO / "benchmarks" / "results").iterdir()}
@@ -163,6 +179,9 @@ def test_dry_run_reports_every_step(tiny_data: Path, tmp_path: Path) -> None:
     markdown = (results / "bench_gpu.md").read_text()
     assert "Process start → first step" in markdown and "Python calls per training step" in markdown
     assert "| host time per step, by action | µs |" in markdown
+    seeds = report["fashion_gpu_seeds"]  # the recipe's aim is a mean over 3 seeds
+    assert seeds["runs"] == 3 and 0 < seeds["test_acc_mean_pct"] <= 100
+    assert "experiment=fashion_gpu over 3 seeds" in markdown
     markdown = (results / "bench_gpu.md").read_text()
     for name in STEPS:
         assert f"| {name} |" in markdown
